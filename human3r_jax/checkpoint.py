@@ -1,0 +1,171 @@
+"""Our checkpoint format: an orbax checkpoint of the parameter tree plus `config.json`.
+
+    OUT_DIR/config.json   {"format": "human3r-jax", "kind": "cut3r", "config": {...}, "source": {...}}
+    OUT_DIR/params/       orbax StandardCheckpointer (float32 parameter tree, plain nested dict)
+
+Writes go to a temporary sibling directory that is renamed into place at the end, so an
+interrupted save never leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from human3r_jax.config import Cut3rConfig
+
+FORMAT = "human3r-jax"
+
+
+class CheckpointFormatError(ValueError):
+    pass
+
+
+def config_to_json(cfg: Cut3rConfig) -> dict:
+    return {"kind": "cut3r", "config": dataclasses.asdict(cfg)}
+
+
+def config_from_json(d: dict, source: str = "config.json") -> Cut3rConfig:
+    kind = d.get("kind")
+    if kind != "cut3r":
+        raise CheckpointFormatError(f"{source}: unknown model kind {kind!r}")
+    fields = {f.name for f in dataclasses.fields(Cut3rConfig)}
+    raw = d.get("config", {})
+    extra = set(raw) - fields
+    if extra:
+        raise CheckpointFormatError(f"{source}: unknown config fields {sorted(extra)}")
+    conv = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return Cut3rConfig(**conv)
+
+
+def build_model(cfg: Cut3rConfig, seed: int = 0, dtype=None):
+    from human3r_jax.models.cut3r import Cut3r
+
+    return Cut3r(cfg, rngs=nnx.Rngs(seed), dtype=dtype)
+
+
+class _ShapeOnlyRngs(nnx.Rngs):
+    """One fixed key for every initializer. Tracing `nnx.Rngs`' counter update makes JAX walk the
+    whole trace at each call (quadratic: 50 s for the released CUT3R); shapes need no random stream."""
+
+    def __init__(self):
+        super().__init__(0)
+
+    @property
+    def params(self):
+        return lambda: jax.random.key(0)
+
+
+def abstract_model(cfg: Cut3rConfig, dtype=None):
+    """The model with shape-only parameters (no memory, no random init)."""
+    from human3r_jax.models.cut3r import Cut3r
+
+    return nnx.eval_shape(lambda: Cut3r(cfg, rngs=_ShapeOnlyRngs(), dtype=dtype))
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dict → {dotted path: leaf}."""
+    out = {}
+    for k, v in tree.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, path + "."))
+        else:
+            out[path] = v
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict:
+    """{dotted path: leaf} → nested dict; numeric parts become int keys (nnx.List indices)."""
+    root: dict = {}
+    for path, v in flat.items():
+        node = root
+        parts = [int(p) if p.isdigit() else p for p in path.split(".")]
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = v
+    return root
+
+
+def param_shapes(model) -> dict[str, tuple]:
+    state = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return {k: tuple(v.shape) for k, v in flatten(state).items()}
+
+
+def params_into(model, pure: dict):
+    """A new (graphdef, params State) with `pure` (nested dict of arrays) put into `model`'s tree."""
+    graphdef, state = nnx.split(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, pure))
+    return graphdef, state
+
+
+def _atomic_dir(out_dir: Path):
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+
+
+def save(out_dir: str | Path, cfg: Cut3rConfig, params: dict, source: dict | None = None,
+         overwrite: bool = False) -> Path:
+    """Save a nested dict of float32 arrays and the config."""
+    import orbax.checkpoint as ocp
+
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    tmp = _atomic_dir(out_dir)
+    try:
+        ckptr = ocp.StandardCheckpointer()
+        ckptr.save(tmp / "params", jax.tree.map(np.asarray, params))
+        ckptr.wait_until_finished()
+        meta = {"format": FORMAT, **config_to_json(cfg), "source": source or {}}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_config(ckpt_dir: str | Path) -> tuple[Cut3rConfig, dict]:
+    ckpt_dir = Path(ckpt_dir)
+    cfg_path = ckpt_dir / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointFormatError(
+            f"{ckpt_dir}: not a human3r-jax checkpoint (no config.json); convert an official .pth "
+            "with `human3r-jax convert IN.pth OUT_DIR`")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointFormatError(f"{cfg_path}: invalid JSON ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointFormatError(f"{cfg_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    return config_from_json(meta, str(cfg_path)), meta
+
+
+def load(ckpt_dir: str | Path, dtype=None):
+    """Load a converted checkpoint → (cfg, graphdef, params State)."""
+    import orbax.checkpoint as ocp
+
+    ckpt_dir = Path(ckpt_dir).absolute()
+    cfg, _ = read_config(ckpt_dir)
+    model = abstract_model(cfg, dtype)
+    target = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)
+    try:
+        pure = ocp.StandardCheckpointer().restore(ckpt_dir / "params", target)
+    except Exception as e:  # orbax raises many types for a damaged or mismatched tree
+        raise CheckpointFormatError(f"{ckpt_dir / 'params'}: cannot restore the parameters ({e})") from None
+    graphdef, params = params_into(model, pure)
+    return cfg, graphdef, params

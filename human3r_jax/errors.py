@@ -1,0 +1,10 @@
+"""The errors a user can cause with a bad file or argument; the CLI prints these as one line."""
+
+from human3r_jax.checkpoint import CheckpointFormatError
+from human3r_jax.converters.parity import FixtureError
+from human3r_jax.converters.rules import ConversionError
+from human3r_jax.converters.torch_zip import CheckpointError
+from human3r_jax.data.images import ImageError
+
+USER_ERRORS = (CheckpointError, ConversionError, CheckpointFormatError, FixtureError, ImageError,
+               FileExistsError, FileNotFoundError)

@@ -1,0 +1,187 @@
+"""CUT3R: the recurrent reconstruction model and its one-frame step (spec §3).
+
+`Cut3r.step(carry, frame, opts)` is pure: everything that crosses frames is in `Carry`.
+State updates follow the official online loops: the gated update `s ← m·ŝ + (1−m)·s`, the
+TTT3R update (β per state token from the state→image cross-attention), and resets, which put
+the initial state and pose memory back after the reset frame's own outputs are computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from human3r_jax.config import Cut3rConfig
+from human3r_jax.models.decoder import Decoders
+from human3r_jax.models.encoder import image_encoder, ray_map_encoder
+from human3r_jax.models.heads import make_head
+from human3r_jax.models.memory import PoseRetriever
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """Static choices of one step (part of the jit cache key).
+
+    rgb / cross: compute the rgb and cross-view heads (on for parity, off to save time).
+    ttt3r: TTT3R state update (Human3R `--use_ttt3r`).
+    pose_token_after_reset: the frame after a reset starts from the learned pose token, as in
+      Human3R's online loop; False reads the (reset) pose memory, as CUT3R's `forward_recurrent`.
+    taps: also return stage-wise intermediates (for parity checks).
+    """
+
+    rgb: bool = True
+    cross: bool = True
+    ttt3r: bool = False
+    pose_token_after_reset: bool = True
+    taps: bool = False
+
+
+class Frame(NamedTuple):
+    img: jax.Array     # [B, H, W, 3] float, normalised to [-1, 1]
+    update: jax.Array  # [B] bool: let this frame update the state
+    reset: jax.Array   # [B] bool: reset the state after this frame
+
+
+class Carry(NamedTuple):
+    state: jax.Array       # [B, S, D]
+    mem: jax.Array         # [B, M, 2D]
+    state_init: jax.Array  # [B, S, D]
+    mem_init: jax.Array    # [B, M, 2D]
+    t: jax.Array           # [B] int32: frames seen
+    after_reset: jax.Array  # [B] bool: the previous frame reset the state
+
+
+def make_frame(img, update=None, reset=None) -> Frame:
+    img = jnp.asarray(img)
+    b = img.shape[0]
+    update = jnp.ones((b,), bool) if update is None else jnp.asarray(update, bool).reshape(b)
+    reset = jnp.zeros((b,), bool) if reset is None else jnp.asarray(reset, bool).reshape(b)
+    return Frame(img, update, reset)
+
+
+def _blend(new, old, m):
+    """new·m + old·(1−m) with m broadcast over tokens and channels, in the official order."""
+    m = m.astype(new.dtype).reshape(m.shape + (1,) * (new.ndim - m.ndim))
+    return new * m + old * (1 - m)
+
+
+class Cut3r(nnx.Module):
+    def __init__(self, cfg: Cut3rConfig, *, rngs: nnx.Rngs, dtype=None):
+        self.cfg = cfg
+        de, dd = cfg.enc_embed_dim, cfg.dec_embed_dim
+        normal = nnx.initializers.normal(0.02)
+        self.encoder = image_encoder(cfg, rngs, dtype)
+        self.ray_encoder = ray_map_encoder(cfg, rngs, dtype)
+        self.masked_img_token = nnx.Param(normal(rngs.params(), (1, de)))
+        self.masked_ray_map_token = nnx.Param(normal(rngs.params(), (1, de)))
+        self.register_tokens = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (cfg.state_size, de)))
+        self.state_embed = nnx.Linear(de, dd, dtype=dtype, rngs=rngs)  # decoder_embed_state
+        self.pose_token = nnx.Param(normal(rngs.params(), (1, 1, dd)))
+        self.decoder = Decoders(cfg, rngs=rngs, dtype=dtype)
+        self.pose_retriever = PoseRetriever(cfg, rngs=rngs, dtype=dtype)
+        self.head = make_head(cfg, rngs)
+
+    # ------------------------------------------------------------ state
+
+    def state_positions(self) -> np.ndarray:
+        """RoPE positions of the state tokens [S, 2]: a grid of width floor(√S) rounded up to even."""
+        s = self.cfg.state_size
+        if self.cfg.state_pe == "1d":
+            return np.stack([np.arange(s)] * 2, axis=-1).astype(np.int32)
+        w = self.cfg.state_grid_width
+        i = np.arange(s)
+        return np.stack([i // w, i % w], axis=-1).astype(np.int32)
+
+    def init_carry(self, batch: int = 1) -> Carry:
+        state = self.state_embed(self.register_tokens[...])[None]
+        state = jnp.broadcast_to(state, (batch,) + state.shape[1:])
+        mem = jnp.broadcast_to(self.pose_retriever.mem[...], (batch,) + self.pose_retriever.mem.shape[1:])
+        return Carry(state, mem, state, mem, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), bool))
+
+    # ------------------------------------------------------------ one frame
+
+    def encode(self, img, taps=None):
+        """img [B, H, W, 3] -> (F [B, N, De], pos [B, N, 2])."""
+        feat, pos = self.encoder(img, taps)
+        if taps is not None:
+            taps.update(enc_out=feat, patch_pos=pos)
+        return feat, pos
+
+    def pose_query(self, carry: Carry, g, opts: StepOptions):
+        """The pose token at the first frame (and after a reset in Human3R's loop), else a memory read."""
+        fresh = carry.t == 0
+        if opts.pose_token_after_reset:
+            fresh = fresh | carry.after_reset
+        read = self.pose_retriever.read(g, carry.mem)
+        token = jnp.broadcast_to(self.pose_token[...], read.shape).astype(read.dtype)
+        return jnp.where(fresh[:, None, None], token, read)
+
+    def step(self, carry: Carry, frame: Frame, opts: StepOptions = StepOptions()):
+        """One online step. Returns (carry', outputs); outputs['taps'] holds intermediates if asked."""
+        taps = {} if opts.taps else None
+        feat, pos = self.encode(frame.img, taps)
+        out, new_state, new_mem, gate = self.decode(carry, feat, pos, frame.img.shape[1:3], opts, taps=taps)
+        carry = self.update(carry, frame, new_state, new_mem, gate, opts)
+        if taps is not None:
+            taps.update(state_out=carry.state, mem_out=carry.mem)
+            out["taps"] = taps
+        return carry, out
+
+    def decode(self, carry: Carry, feat, pos, hw, opts: StepOptions, extra=None, taps=None):
+        """Decoders, pose memory write and heads for encoded tokens.
+
+        extra: optional (tokens [B, n, D], positions [B, n, 2], valid [B, n]) appended after the
+        image tokens (Human3R's human prompts); invalid ones are hidden from attention.
+        Returns (outputs, candidate state, candidate memory, TTT3R gate logits or None, X̂ extras).
+        """
+        b, n, _ = feat.shape
+        p = self.cfg.patch_size
+        grid = (hw[0] // p, hw[1] // p)
+        g = feat.mean(axis=1, keepdims=True)
+        pose_q = self.pose_query(carry, g, opts)
+        x_img = self.decoder.embed(feat)
+        pose_pos = -jnp.ones((b, 1, 2), pos.dtype)
+        x = jnp.concatenate([pose_q.astype(x_img.dtype), x_img], axis=1)
+        x_pos = jnp.concatenate([pose_pos, pos], axis=1)
+        x_mask = None
+        if extra is not None:
+            e_tok, e_pos, e_valid = extra
+            x = jnp.concatenate([x, e_tok.astype(x.dtype)], axis=1)
+            x_pos = jnp.concatenate([x_pos, e_pos.astype(pos.dtype)], axis=1)
+            x_mask = jnp.concatenate([jnp.ones((b, 1 + n), bool), e_valid], axis=1)
+        state_pos = jnp.broadcast_to(jnp.asarray(self.state_positions()), (b,) + self.state_positions().shape)
+        if taps is not None:
+            taps.update(state_in=carry.state, mem_in=carry.mem, pose_query=pose_q[:, 0], dec_embed_img=x_img,
+                        dec_in_tokens=x, dec_in_pos=x_pos, state_pos=state_pos)
+        new_state, xs, gate = self.decoder(carry.state, state_pos, x, x_pos, x_mask, ttt3r=opts.ttt3r, taps=taps)
+        x_final = xs[-1]
+        new_mem = self.pose_retriever.write(carry.mem, g, x_final[:, :1])
+        la, lb = self.cfg.dec_hooks
+        f32 = lambda a: a.astype(jnp.float32)
+        out = self.head(f32(feat), f32(xs[la - 1][:, 1:1 + n]), f32(xs[lb - 1][:, 1:1 + n]),
+                        f32(x_final[:, :1 + n]), pos, grid, rgb=opts.rgb, cross=opts.cross, taps=taps)
+        if taps is not None:
+            taps.update(dec_img_final=x_final, state_candidate=new_state, mem_candidate=new_mem)
+        if extra is not None:
+            out["extra_tokens"] = x_final[:, 1 + n:]
+        return out, new_state, new_mem, gate
+
+    def update(self, carry: Carry, frame: Frame, new_state, new_mem, gate, opts: StepOptions) -> Carry:
+        """Gated (or TTT3R) state update, plain memory update, then resets (spec §3.8)."""
+        m = frame.update
+        m_state = m.astype(jnp.float32)
+        if opts.ttt3r:
+            # TTT3R's gate is skipped on the first frame of a segment: a full update there.
+            first = (carry.t == 0) | carry.after_reset
+            beta = jax.nn.sigmoid(gate)  # [B, S]
+            m_state = jnp.where(first[:, None], m_state[:, None], m_state[:, None] * beta)
+        state = _blend(new_state, carry.state, m_state)
+        mem = _blend(new_mem, carry.mem, m.astype(jnp.float32))
+        state = _blend(carry.state_init, state, frame.reset)
+        mem = _blend(carry.mem_init, mem, frame.reset)
+        return carry._replace(state=state, mem=mem, t=carry.t + 1, after_reset=frame.reset)

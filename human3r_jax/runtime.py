@@ -1,0 +1,151 @@
+"""Running a model over frames: the jitted step, the jitted scan over a sequence, the official
+`reset_interval` view duplication, and the demo's post-processing (pose chaining, focal, world points).
+
+    step(graphdef, params, carry, frame, opts)   -> (carry, outputs)        one frame, jitted
+    run_sequence(graphdef, params, carry, frames, opts) -> (carry, outputs) `lax.scan` over views
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from human3r_jax.models.cut3r import Carry, Frame, StepOptions
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def step(graphdef, params, carry: Carry, frame: Frame, opts: StepOptions = StepOptions()):
+    """One online step (compiled once per graphdef, options and input shape)."""
+    return nnx.merge(graphdef, params).step(carry, frame, opts)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def run_sequence(graphdef, params, carry: Carry, frames: Frame, opts: StepOptions = StepOptions()):
+    """`lax.scan` of `step` over views: frames.img [T, B, H, W, 3], flags [T, B]; outputs stacked on T."""
+    model = nnx.merge(graphdef, params)
+    return jax.lax.scan(lambda c, f: model.step(c, f, opts), carry, frames)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def init_carry(graphdef, params, batch: int = 1) -> Carry:
+    return nnx.merge(graphdef, params).init_carry(batch)
+
+
+# ---------------------------------------------------------------- reset_interval
+
+
+def reset_views(n_frames: int, reset_interval: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The official view list for `reset_interval` R: frame i gets reset = ((i+1) mod R == 0) and is
+    followed by a duplicate of itself with reset = False, which starts the new segment.
+
+    Returns (frame index of each view [V], reset flag of each view [V]).
+    """
+    idx, reset = [], []
+    for i in range(n_frames):
+        r = bool(reset_interval) and (i + 1) % reset_interval == 0
+        idx.append(i)
+        reset.append(r)
+        if r:
+            idx.append(i)
+            reset.append(False)
+    return np.asarray(idx, np.int64), np.asarray(reset, bool)
+
+
+def kept_views(reset: np.ndarray) -> np.ndarray:
+    """Indices of the views the demo keeps: every view except the one right after a reset view."""
+    reset = np.asarray(reset, bool)
+    after = np.concatenate([[False], reset[:-1]])
+    return np.nonzero(~after)[0]
+
+
+# ---------------------------------------------------------------- post-processing
+
+
+def quat_to_matrix(q):
+    """Real-first quaternions [..., 4] → rotation matrices [..., 3, 3] (2/‖q‖² form of the original)."""
+    r, i, j, k = (q[..., n] for n in range(4))
+    two_s = 2.0 / (q * q).sum(-1)
+    m = [1 - two_s * (j * j + k * k), two_s * (i * j - k * r), two_s * (i * k + j * r),
+         two_s * (i * j + k * r), 1 - two_s * (i * i + k * k), two_s * (j * k - i * r),
+         two_s * (i * k - j * r), two_s * (j * k + i * r), 1 - two_s * (i * i + j * j)]
+    return jnp.stack(m, -1).reshape(q.shape[:-1] + (3, 3))
+
+
+def pose_to_c2w(pose):
+    """camera_pose [..., 7] (t, q) → camera-to-world [..., 4, 4]."""
+    rot = quat_to_matrix(pose[..., 3:7])
+    top = jnp.concatenate([rot, pose[..., :3, None]], axis=-1)
+    bottom = jnp.broadcast_to(jnp.asarray([0, 0, 0, 1], pose.dtype), top.shape[:-2] + (1, 4))
+    return jnp.concatenate([top, bottom], axis=-2)
+
+
+def chain_segments(c2w: np.ndarray, reset: np.ndarray) -> np.ndarray:
+    """World poses across resets: pose_k ← B_k · pose_k, B_k = product of the poses of all reset
+    views before k (c2w and reset are over the kept views, in order)."""
+    out = np.array(c2w, copy=True)
+    base = np.eye(4, dtype=out.dtype)
+    for k in range(len(out)):
+        out[k] = base @ c2w[k]
+        if reset[k]:
+            base = base @ c2w[k]
+    return out
+
+
+def transform_points(c2w, pts):
+    """c2w [B, 4, 4] applied to points [B, H, W, 3]."""
+    return jnp.einsum("bij,bhwj->bhwi", c2w[:, :3, :3], pts) + c2w[:, None, None, :3, 3]
+
+
+@jax.jit
+def estimate_focal(pts3d):
+    """Focal (pixels) from a self-view point map [B, H, W, 3] with the principal point at
+    (W//2, H//2): least squares then 10 Weiszfeld iterations, as the official post-processing."""
+    b, h, w, _ = pts3d.shape
+    pp = jnp.asarray([w // 2, h // 2], jnp.float32)
+    xs, ys = jnp.meshgrid(jnp.arange(w, dtype=jnp.float32), jnp.arange(h, dtype=jnp.float32))
+    pixels = (jnp.stack([xs, ys], -1) - pp).reshape(1, -1, 2)
+    pts = pts3d.reshape(b, -1, 3)
+    xy = jnp.nan_to_num(pts[..., :2] / pts[..., 2:3], nan=0.0, posinf=0.0, neginf=0.0)
+    dot_xy_px = (xy * pixels).sum(-1)
+    dot_xy_xy = (xy * xy).sum(-1)
+    focal = dot_xy_px.mean(1) / dot_xy_xy.mean(1)
+    for _ in range(10):
+        dis = jnp.linalg.norm(pixels - focal[:, None, None] * xy, axis=-1)
+        wgt = 1.0 / jnp.maximum(dis, 1e-8)
+        focal = (wgt * dot_xy_px).mean(1) / (wgt * dot_xy_xy).mean(1)
+    return jnp.maximum(focal, 0.0)
+
+
+def intrinsics(focal: np.ndarray, h: int, w: int) -> np.ndarray:
+    k = np.zeros((len(focal), 3, 3), np.float32)
+    k[:, 0, 0] = k[:, 1, 1] = focal
+    k[:, 0, 2], k[:, 1, 2], k[:, 2, 2] = w // 2, h // 2, 1
+    return k
+
+
+def postprocess(camera_pose, pts3d_self, reset, chain: bool = True):
+    """The demo's `prepare_output` on per-view outputs [V, …] → per-frame camera and world points.
+
+    chain=True is Human3R's version (drops each reset's duplicate view, chains the segments);
+    chain=False is CUT3R's (keeps every view, no chaining).
+    """
+    reset = np.asarray(reset, bool)
+    keep = kept_views(reset) if chain else np.arange(len(reset))
+    c2w = np.asarray(pose_to_c2w(jnp.asarray(camera_pose)[keep]))
+    if chain:
+        c2w = chain_segments(c2w, reset[keep])
+    pts = jnp.asarray(pts3d_self)[keep]
+    focal = np.asarray(estimate_focal(pts))
+    h, w = pts.shape[1:3]
+    return {
+        "view_index": keep,
+        "c2w": c2w,
+        "focal": focal,
+        "pp": np.tile(np.asarray([w // 2, h // 2], np.float32), (len(keep), 1)),
+        "intrinsics": intrinsics(focal, h, w),
+        "pts3d_world": np.asarray(transform_points(jnp.asarray(c2w), pts)),
+    }

@@ -1,0 +1,64 @@
+"""Test configuration: strict dtype promotion, the shared fixtures, and small models."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax
+import numpy as np
+import pytest
+
+from human3r_jax import checkpoint as ckpt
+from human3r_jax.config import cut3r_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HUMAN3R_JAX_SHARED", ROOT.parent / "shared"))
+FIXTURES = SHARED / "fixtures"
+SPEC = SHARED / "spec"
+
+
+@pytest.fixture(autouse=True)
+def strict_promotion():
+    """Implicit dtype promotion is an error in tests: every mixed-precision step must be explicit."""
+    with jax.numpy_dtype_promotion("strict"):
+        yield
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test where the shared material is absent (a user's clone)."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} not found: the official-code fixtures live in ../shared (CI has it; set "
+                    "HUMAN3R_JAX_SHARED to point elsewhere)")
+    return p
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    """Leaf-wise allclose of two pytrees with identical structure."""
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    assert ta == tb, f"tree structures differ:\n{ta}\n{tb}"
+    for i, (x, y) in enumerate(zip(la, lb)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol, err_msg=f"leaf {i}")
+
+
+def rel_l2(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+TINY = dataclasses.replace(cut3r_preset("cut3r_tiny"), state_size=12, local_mem_size=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """(cfg, graphdef, params) of a tiny random CUT3R (12 state tokens: a non-square state grid)."""
+    model = ckpt.build_model(TINY, seed=0)
+    from flax import nnx
+
+    graphdef, params = nnx.split(model, nnx.Param)
+    return TINY, graphdef, params
