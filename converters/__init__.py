@@ -1,1 +1,1 @@
-X = 1
+"""Official PyTorch checkpoints → human3r-jax (installed as `human3r_jax.converters`)."""

@@ -146,8 +146,7 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
         raise FixtureError(f"{path}: fixtures of kind {kind!r} are not supported yet")
     run = fcfg.get("input", {})
     cfg, params, _ = convert_file(fx["path"] / "checkpoint.pth")
-    model = ckpt.build_model(cfg)
-    graphdef, state = ckpt.params_into(model, params)
+    graphdef, state = ckpt.params_into(ckpt.abstract_model(cfg), params)
     # CUT3R's own loop reads the pose memory right after a reset; Human3R's uses the pose token.
     opts = StepOptions(rgb=True, cross=True, ttt3r=bool(run.get("use_ttt3r", False)),
                        pose_token_after_reset=(kind != "cut3r"), taps=True)

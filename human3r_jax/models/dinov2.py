@@ -1,0 +1,353 @@
+"""DINOv2 ViT, Human3R's human-prior encoder (Multi-HMR's `Dinov2Backbone`; spec §1.2, §2.3, §4.1–4.2).
+
+Forward (NHWC input, already ImageNet-normalised):
+
+    patch conv p×p/p (+bias) → [CLS ; patches] + pos_embed
+    → blocks: x ← x + γ₁⊙Attn(LN₁x); x ← x + γ₂⊙MLP(LN₂x)     (qkv bias, exact GELU, LN eps 1e-6)
+    → final LN → drop CLS → [B, g², D]
+
+which is `get_intermediate_layers(x)[0]` of the official hub model (last block, normed, patch tokens).
+
+Position table. The checkpoint stores a 1 + 37×37 table (trained at 518 px). DINOv2 resizes it at
+every call with a bicubic `F.interpolate` (PyTorch semantics, see `resize_pos_embed`). A Human3R
+checkpoint runs at one fixed resolution (`mhmr_img_res`, 896 or 672), so the resize is done once,
+at conversion time, in numpy: our parameter tree stores `pos_embed` **already interpolated** for the
+module's `img_res`, shape [1, 1 + g², D] with g = img_res / patch (CLS row first). A model built for
+another resolution needs its own conversion (`dinov2_params_from_official(..., img_res=...)`).
+
+Parameter tree (nnx.Param leaves; names follow the official ones where they exist):
+
+    cls_token [1, 1, D]; pos_embed [1, 1+g², D]; patch_embed.proj.{kernel [p,p,3,D], bias}
+    blocks.{i}.norm1/norm2.{scale, bias}; blocks.{i}.attn.qkv/proj.{kernel, bias}
+    blocks.{i}.ls1.gamma / ls2.gamma [D]; blocks.{i}.mlp.fc1/fc2.{kernel, bias}; norm.{scale, bias}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from human3r_jax.models.encoder import PatchEmbed
+from human3r_jax.models.layers import Attention, Mlp, layer_norm
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Official keys (relative to the backbone prefix) that inference does not use and the converter skips.
+UNUSED_KEYS = ("mask_token",)
+
+
+@dataclasses.dataclass(frozen=True)
+class DinoConfig:
+    """A DINOv2 ViT (hub defaults: img_size 518, patch 14, LayerScale, MLP ×4, no register tokens)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int = 14
+    mlp_ratio: float = 4
+    pretrain_grid: int = 37  # 518 / 14: side of the stored position table
+    interpolate_offset: float = 0.1
+
+    def grid(self, img_res: int) -> int:
+        """Token-grid side for a square input of side `img_res` (a multiple of the patch size)."""
+        if img_res <= 0 or img_res % self.patch_size:
+            raise ValueError(f"DINOv2 input side {img_res} is not a positive multiple of the patch size "
+                             f"{self.patch_size}")
+        return img_res // self.patch_size
+
+
+DINO_PRESETS: dict[str, DinoConfig] = {
+    "dinov2_vits14": DinoConfig(embed_dim=384, depth=12, num_heads=6),
+    "dinov2_vitb14": DinoConfig(embed_dim=768, depth=12, num_heads=12),
+    "dinov2_vitl14": DinoConfig(embed_dim=1024, depth=24, num_heads=16),
+    # the test fixture's (`/work/shared/fixtures/human3r_tiny`, backbone='dinov2_tiny14')
+    "dinov2_tiny14": DinoConfig(embed_dim=64, depth=2, num_heads=2),
+}
+
+
+def dino_preset(name: str) -> DinoConfig:
+    try:
+        return DINO_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown DINOv2 backbone {name!r}; known: {sorted(DINO_PRESETS)}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Bicubic resize of the position table (PyTorch `F.interpolate(mode='bicubic', align_corners=False,
+# antialias=False)` on CPU, float32), numpy only: it runs once per input size, at conversion time.
+# ----------------------------------------------------------------------------------------------
+
+_CUBIC_A = np.float32(-0.75)
+
+
+def _fma(a, b, c) -> np.ndarray:
+    """float32 fused multiply-add a·b + c (one rounding), emulated in float64 (a·b is exact there)."""
+    a, b, c = (np.asarray(v, np.float32).astype(np.float64) for v in (a, b, c))
+    return (a * b + c).astype(np.float32)
+
+
+def _cubic_weights(t: np.ndarray) -> np.ndarray:
+    """The 4 Keys cubic-convolution weights (A = -0.75) for fractional offsets t [n] → [n, 4], float32.
+
+    near(x) = ((A+2)x − (A+3))x² + 1 for |x| ≤ 1, far(x) = ((Ax − 5A)x + 8A)x − 4A for 1 < |x| < 2,
+    with the FMA contractions of PyTorch's x86-64 CPU build (checked bit for bit against torch 2.13,
+    AVX2 kernels); `far` near x = 2 cancels heavily, so unfused evaluation differs by up to ~5e-7.
+    """
+    a = _CUBIC_A
+    f32 = np.float32
+
+    def near(x):
+        return (_fma(a + f32(2), x, -(a + f32(3))) * x) * x + f32(1)
+
+    def far(x):
+        return _fma(_fma(a, x, -(f32(5) * a)), x, f32(8) * a) * x - f32(4) * a
+
+    s = f32(1) - t
+    return np.stack([far(t + f32(1)), near(t), near(s), far(s + f32(1))], axis=-1).astype(np.float32)
+
+
+def _axis_taps(in_size: int, out_size: int, scale_factor: Optional[float]):
+    """Source indices [out, 4] (border-clamped) and weights [out, 4] along one axis.
+
+    With a scale factor s, PyTorch maps output i to the source coordinate (1/s)·(i + 0.5) − 0.5 with
+    the *given* s (1/s computed in double, rounded to float32), not with in/out; without one it uses
+    in/out (float32 division). Coordinates and weights are float32 as in PyTorch's CPU kernel.
+    """
+    f32 = np.float32
+    if scale_factor is not None and scale_factor > 0:
+        step = f32(1.0 / scale_factor)
+    else:
+        step = f32(in_size) / f32(out_size)
+    dst = np.arange(out_size, dtype=f32) + f32(0.5)
+    src = _fma(step, dst, f32(-0.5))
+    idx = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    t = np.clip(src - idx.astype(f32), f32(0), f32(1)).astype(f32)
+    taps = np.clip(idx[:, None] + np.arange(-1, 3)[None, :], 0, in_size - 1)
+    return taps, _cubic_weights(t)
+
+
+def _combine4(vals, weights) -> np.ndarray:
+    """v0·w0 + v1·w1 + v2·w2 + v3·w3 as PyTorch's CPU kernel contracts it:
+    fma(v3, w3, fma(v2, w2, fma(v0, w0, v1·w1)))."""
+    acc = _fma(vals[0], weights[0], vals[1] * weights[1])
+    return _fma(vals[3], weights[3], _fma(vals[2], weights[2], acc))
+
+
+def bicubic_resize(img: np.ndarray, out_hw: tuple[int, int],
+                   scale_factor: Optional[tuple[float, float]] = None) -> np.ndarray:
+    """[H, W, C] float32 → [out_h, out_w, C] with PyTorch's bicubic (align_corners=False, no antialias).
+
+    Not separable in evaluation order: each output is Σ_j wy_j · (Σ_k wx_k · x[y_j, x_k]) (rows outer),
+    in float32 with PyTorch's FMA contractions, so it reproduces `F.interpolate` on x86-64 CPU bit for
+    bit (other builds differ by float32 rounding only).
+    """
+    img = np.asarray(img, np.float32)
+    h, w, _ = img.shape
+    sy, sx = (None, None) if scale_factor is None else scale_factor
+    ty, wy = _axis_taps(h, out_hw[0], sy)
+    tx, wx = _axis_taps(w, out_hw[1], sx)
+    rows = []
+    for j in range(4):
+        r = img[ty[:, j]]  # [oh, W, C]
+        rows.append(_combine4([r[:, tx[:, k]] for k in range(4)], [wx[None, :, k, None] for k in range(4)]))
+    return _combine4(rows, [wy[:, j, None, None] for j in range(4)]).astype(np.float32)
+
+
+def resize_pos_embed(pos_embed: np.ndarray, grid: Union[int, Sequence[int]],
+                     interpolate_offset: Optional[float] = 0.1) -> np.ndarray:
+    """DINOv2's `interpolate_pos_encoding`: [1, 1 + M², D] → [1, 1 + gh·gw, D] (CLS row kept first).
+
+    The M×M patch table is resized bicubically with `scale_factor = ((gh + offset)/M, (gw + offset)/M)`
+    (PyTorch output size floor(M·s) = g; the offset keeps that floor from landing on g − 1); with
+    offset 0/None, with `size=(gh, gw)` instead. A grid equal to the stored one returns the table
+    unchanged (DINOv2 skips the resize then; with the offset a resize would not be the identity).
+    """
+    pos_embed = np.asarray(pos_embed, np.float32)
+    if pos_embed.ndim != 3 or pos_embed.shape[0] != 1:
+        raise ValueError(f"pos_embed must be [1, 1+M*M, D], got {pos_embed.shape}")
+    n = pos_embed.shape[1] - 1
+    m = math.isqrt(n)
+    if m * m != n:
+        raise ValueError(f"pos_embed has {n} patch rows, not a square number")
+    gh, gw = (grid, grid) if isinstance(grid, (int, np.integer)) else tuple(int(g) for g in grid)
+    if gh == m and gw == m:
+        return pos_embed.copy()
+    d = pos_embed.shape[2]
+    cls, table = pos_embed[:, :1], pos_embed[0, 1:].reshape(m, m, d)
+    if interpolate_offset:
+        scale = (float(gh + interpolate_offset) / m, float(gw + interpolate_offset) / m)
+        size = (math.floor(m * scale[0]), math.floor(m * scale[1]))  # PyTorch's rule (in double)
+        if size != (gh, gw):
+            raise ValueError(f"bicubic resize with scale {scale} gives {size}, not {(gh, gw)}")
+    else:
+        scale, size = None, (gh, gw)
+    out = bicubic_resize(table, size, scale).reshape(1, gh * gw, d)
+    return np.concatenate([cls, out], axis=1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------
+
+
+def imagenet_normalize(img, channel_axis: int = -1):
+    """[-1, 1] image → ((x·0.5 + 0.5) − mean) / std (ImageNet), float32, in the official op order.
+
+    XLA rewrites a division by a broadcast divisor into a multiplication by its reciprocal (1 ulp
+    off PyTorch); the full-size divisor behind an optimization barrier keeps a true division.
+    """
+    x = jnp.asarray(img, jnp.float32)
+    shape = [1] * x.ndim
+    shape[channel_axis] = 3
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32).reshape(shape)
+    std = jnp.broadcast_to(jnp.asarray(IMAGENET_STD, jnp.float32).reshape(shape), x.shape)
+    std = jax.lax.optimization_barrier(std)
+    return (x * jnp.float32(0.5) + jnp.float32(0.5) - mean) / std
+
+
+class LayerScale(nnx.Module):
+    """x ↦ γ ⊙ x (per-channel, DINOv2 `ls1` / `ls2`)."""
+
+    def __init__(self, dim: int, init_value: float = 1.0):
+        self.gamma = nnx.Param(jnp.full((dim,), init_value, jnp.float32))
+
+    def __call__(self, x):
+        return x * self.gamma[...].astype(x.dtype)
+
+
+class DinoBlock(nnx.Module):
+    """Pre-LN ViT block with LayerScale: x += γ₁⊙Attn(LN₁x); x += γ₂⊙MLP(LN₂x)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, *, rngs: nnx.Rngs, dtype=None):
+        self.norm1 = layer_norm(dim, rngs, dtype)
+        self.attn = Attention(dim, num_heads, rope_base=None, rngs=rngs, dtype=dtype)
+        self.ls1 = LayerScale(dim)
+        self.norm2 = layer_norm(dim, rngs, dtype)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
+        self.ls2 = LayerScale(dim)
+
+    def __call__(self, x):
+        x = x + self.ls1(self.attn(self.norm1(x), None))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class Dinov2(nnx.Module):
+    """DINOv2 ViT for square inputs of side `img_res`: [B, R, R, 3] (ImageNet-normalised) → [B, g², D].
+
+    `pos_embed` holds the position table interpolated for `img_res` ([1, 1 + g², D]); the random init
+    draws it directly at that size (weights come from a checkpoint in practice).
+    """
+
+    def __init__(self, cfg: DinoConfig, img_res: int, *, rngs: nnx.Rngs, dtype=None):
+        self.cfg = cfg
+        self.img_res = img_res
+        self.dtype = dtype
+        g = cfg.grid(img_res)
+        d = cfg.embed_dim
+        self.patch_embed = PatchEmbed(3, d, cfg.patch_size, rngs=rngs, dtype=dtype)
+        self.cls_token = nnx.Param(1e-6 * jax.random.normal(rngs.params(), (1, 1, d), jnp.float32))
+        self.pos_embed = nnx.Param(
+            0.02 * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, (1, 1 + g * g, d), jnp.float32))
+        self.blocks = nnx.List([DinoBlock(d, cfg.num_heads, cfg.mlp_ratio, rngs=rngs, dtype=dtype)
+                                for _ in range(cfg.depth)])
+        self.norm = layer_norm(d, rngs, dtype)
+
+    def __call__(self, img, taps: Optional[dict] = None):
+        """img [B, R, R, 3] → patch tokens [B, g², D] after the final LayerNorm (CLS dropped).
+
+        `taps` (a dict) receives `dino_patch_embed` [B, g², D] and `dino_block{i}` [B, 1 + g², D].
+        """
+        b, h, w, c = img.shape
+        if (h, w, c) != (self.img_res, self.img_res, 3):
+            raise ValueError(f"DINOv2 was built for {self.img_res}x{self.img_res}x3 inputs (its position "
+                             f"table is interpolated for that size), got {h}x{w}x{c} (HxWxC)")
+        x, _ = self.patch_embed(img)
+        if taps is not None:
+            taps["dino_patch_embed"] = x
+        cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (b, 1, x.shape[-1]))
+        x = jnp.concatenate([cls, x], axis=1) + self.pos_embed[...].astype(x.dtype)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if taps is not None:
+                taps[f"dino_block{i}"] = x
+        return self.norm(x)[:, 1:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Official checkpoint → our parameter tree
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_numpy(v: Any, key: str) -> np.ndarray:
+    if hasattr(v, "array"):  # converters.torch_zip.TensorRef
+        v = v.array
+    elif hasattr(v, "detach"):  # a torch tensor
+        v = v.detach().cpu().float().numpy()
+    if not isinstance(v, np.ndarray):
+        raise TypeError(f"{key!r} is a {type(v).__name__}, not an array")
+    return np.asarray(v, np.float32)
+
+
+def dinov2_params_from_official(state: Mapping[str, Any], cfg: DinoConfig, img_res: int,
+                                prefix: str = "backbone.encoder.") -> dict:
+    """Official DINOv2 state_dict entries under `prefix` → the nested params dict of `Dinov2(cfg, img_res)`.
+
+    Values may be numpy arrays, torch tensors or the torch-free reader's TensorRefs. The position table
+    is resized here (`resize_pos_embed`). Every key under `prefix` must be either mapped or listed in
+    `UNUSED_KEYS`; shapes are checked against `cfg`.
+    """
+    d, p = cfg.embed_dim, cfg.patch_size
+    hidden = int(d * cfg.mlp_ratio)
+    used: set[str] = set()
+
+    def get(name: str, shape: tuple) -> np.ndarray:
+        key = prefix + name
+        if key not in state:
+            raise KeyError(f"official DINOv2 entry {key!r} is missing")
+        a = _as_numpy(state[key], key)
+        if a.shape != shape:
+            raise ValueError(f"{key!r} has shape {a.shape}, expected {shape} for {cfg}")
+        used.add(key)
+        return a
+
+    def linear(name: str, n_in: int, n_out: int) -> dict:
+        return {"kernel": get(f"{name}.weight", (n_out, n_in)).T.copy(), "bias": get(f"{name}.bias", (n_out,))}
+
+    def norm(name: str) -> dict:
+        return {"scale": get(f"{name}.weight", (d,)), "bias": get(f"{name}.bias", (d,))}
+
+    m = cfg.pretrain_grid
+    pos = get("pos_embed", (1, 1 + m * m, d))
+    params: dict = {
+        "cls_token": get("cls_token", (1, 1, d)),
+        "pos_embed": resize_pos_embed(pos, cfg.grid(img_res), cfg.interpolate_offset),
+        "patch_embed": {"proj": {
+            "kernel": get("patch_embed.proj.weight", (d, 3, p, p)).transpose(2, 3, 1, 0).copy(),  # OIHW→HWIO
+            "bias": get("patch_embed.proj.bias", (d,)),
+        }},
+        "blocks": {},
+        "norm": norm("norm"),
+    }
+    for i in range(cfg.depth):
+        b = f"blocks.{i}."
+        params["blocks"][i] = {
+            "norm1": norm(b + "norm1"),
+            "attn": {"qkv": linear(b + "attn.qkv", d, 3 * d), "proj": linear(b + "attn.proj", d, d)},
+            "ls1": {"gamma": get(b + "ls1.gamma", (d,))},
+            "norm2": norm(b + "norm2"),
+            "mlp": {"fc1": linear(b + "mlp.fc1", d, hidden), "fc2": linear(b + "mlp.fc2", hidden, d)},
+            "ls2": {"gamma": get(b + "ls2.gamma", (d,))},
+        }
+    unused = {prefix + k for k in UNUSED_KEYS}
+    left = sorted(k for k in state if k.startswith(prefix) and k not in used and k not in unused)
+    if left:
+        raise ValueError(f"official DINOv2 entries not mapped (register tokens? more blocks than "
+                         f"depth={cfg.depth}?): {left[:8]}{' ...' if len(left) > 8 else ''}")
+    return params
