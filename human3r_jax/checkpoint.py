@@ -102,7 +102,7 @@ def params_into(model, pure: dict):
     return graphdef, state
 
 
-def random_params(model, seed: int = 0) -> dict:
+def random_params(model, seed: int = 0, as_jax: bool = False) -> dict:
     """Random float32 parameters for `model`'s tree, drawn with NumPy (jax's eager initializers
     compile once per shape: 30 s for a tiny model). Kernels ~ N(0, 1/fan_in); biases and tokens
     ~ N(0, 0.02²); LayerNorm scales 1 + N(0, 0.1²), so that no parameter is a constant."""
@@ -117,14 +117,14 @@ def random_params(model, seed: int = 0) -> dict:
             x = np.float32(1) + np.float32(0.1) * x
         else:
             x *= np.float32(0.02)
-        out[path] = x
+        out[path] = jax.numpy.asarray(x) if as_jax else x  # leaf by leaf: one copy alive at a time
     return unflatten(out)
 
 
 def random_model(cfg: Cut3rConfig, seed: int = 0, dtype=None):
     """(graphdef, params) of a model with random weights (tests, benchmarks, smoke runs)."""
     model = abstract_model(cfg, dtype)
-    return params_into(model, random_params(model, seed))
+    return params_into(model, random_params(model, seed, as_jax=True))
 
 
 def _atomic_dir(out_dir: Path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from human3r_jax import checkpoint as ckpt
 from human3r_jax import runtime
 from human3r_jax.models.cut3r import Frame, StepOptions, make_frame
 
@@ -150,3 +151,19 @@ def test_focal_recovers_a_pinhole_camera():
     z = np.random.default_rng(0).uniform(1, 3, size=(h, w)).astype(np.float32)
     pts = np.stack([(xs - w // 2) * z / f, (ys - h // 2) * z / f, z], -1)[None]
     np.testing.assert_allclose(np.asarray(runtime.estimate_focal(jnp.asarray(pts))), [f], rtol=1e-4)
+
+
+def test_bfloat16_compute_keeps_a_float32_carry(tiny_model):
+    """The bf16 path (for accelerators): same outputs within bf16 noise, float32 recurrent state."""
+    cfg, graphdef, params = tiny_model
+    g16, p16 = ckpt.params_into(ckpt.abstract_model(cfg, jnp.bfloat16), nnx.to_pure_dict(params))
+    fr = frames(4, reset=[0, 1, 0, 0])
+    # flax's LayerNorm mixes bf16 and its float32 statistics implicitly: standard promotion here.
+    with jax.numpy_dtype_promotion("standard"):
+        c32, o32 = runtime.run_sequence(graphdef, params, runtime.init_carry(graphdef, params, 1), fr, StepOptions())
+        c16, o16 = runtime.run_sequence(g16, p16, runtime.init_carry(g16, p16, 1), fr, StepOptions())
+    assert c16.state.dtype == jnp.float32 and c16.mem.dtype == jnp.float32
+    for k in o32:
+        assert o16[k].dtype == jnp.float32, k
+        assert rel_l2(o16[k], o32[k]) < 0.1, k
+    assert rel_l2(o16["pts3d_in_self_view"], o32["pts3d_in_self_view"]) > 1e-5  # really computed in bf16

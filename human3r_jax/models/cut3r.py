@@ -98,9 +98,11 @@ class Cut3r(nnx.Module):
         return np.stack([i // w, i % w], axis=-1).astype(np.int32)
 
     def init_carry(self, batch: int = 1) -> Carry:
-        state = self.state_embed(self.register_tokens[...])[None]
+        # The carry stays float32 whatever the compute dtype: it accumulates over the whole video.
+        state = self.state_embed(self.register_tokens[...])[None].astype(jnp.float32)
         state = jnp.broadcast_to(state, (batch,) + state.shape[1:])
-        mem = jnp.broadcast_to(self.pose_retriever.mem[...], (batch,) + self.pose_retriever.mem.shape[1:])
+        mem = self.pose_retriever.mem[...].astype(jnp.float32)
+        mem = jnp.broadcast_to(mem, (batch,) + mem.shape[1:])
         return Carry(state, mem, state, mem, jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), bool))
 
     # ------------------------------------------------------------ one frame
@@ -173,6 +175,7 @@ class Cut3r(nnx.Module):
 
     def update(self, carry: Carry, frame: Frame, new_state, new_mem, gate, opts: StepOptions) -> Carry:
         """Gated (or TTT3R) state update, plain memory update, then resets (spec §3.8)."""
+        new_state, new_mem = new_state.astype(carry.state.dtype), new_mem.astype(carry.mem.dtype)
         m = frame.update
         m_state = m.astype(jnp.float32)
         if opts.ttt3r:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flax import nnx
 
 from human3r_jax.config import Cut3rConfig
-from human3r_jax.models.layers import DecoderBlock, layer_norm
+from human3r_jax.models.layers import DecoderBlock, layer_boundary, layer_norm
 
 
 class Decoders(nnx.Module):
@@ -36,6 +36,7 @@ class Decoders(nnx.Module):
         """
         xs, logit_sum = [], None
         for i, (sblk, iblk) in enumerate(zip(self.state_blocks, self.img_blocks)):
+            state, x = layer_boundary((state, x))
             new_state, lm = sblk(state, x, state_pos, x_pos, y_mask=x_mask, return_logit_mean=ttt3r)
             x, _ = iblk(x, state, x_pos, state_pos, x_mask=x_mask)
             state = new_state

@@ -21,6 +21,12 @@ def layer_norm(dim: int, rngs: nnx.Rngs, dtype=None) -> nnx.LayerNorm:
     return nnx.LayerNorm(dim, epsilon=EPS, dtype=dtype, rngs=rngs)
 
 
+def layer_boundary(x):
+    """Keep XLA from fusing across a layer boundary: XLA:CPU otherwise re-computes producers inside
+    several consumers (the patch embedding in the first block's ops: 255 → 128 ms per encoder call)."""
+    return jax.lax.optimization_barrier(x)
+
+
 def gelu(x):
     return jax.nn.gelu(x, approximate=False)
 
@@ -42,11 +48,18 @@ def _heads(x, num_heads):
 
 
 def attend(q, k, v, key_mask=None):
-    """Scaled dot-product attention. q [B,Nq,H,d], k/v [B,Nk,H,d], key_mask [B,Nk] bool."""
-    mask = None if key_mask is None else key_mask[:, None, None, :]
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
-    b, n, h, d = out.shape
-    return out.reshape(b, n, h * d)
+    """Scaled dot-product attention. q [B,Nq,H,d], k/v [B,Nk,H,d], key_mask [B,Nk] bool -> [B,Nq,H·d].
+
+    Head-major matmuls: on XLA:CPU this is 2.6x faster than jax.nn.dot_product_attention's
+    token-major einsums (62 → 24 ms for the state decoder's cross-attention).
+    """
+    b, n, h, d = q.shape
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+    logits = (q * jnp.asarray(d**-0.5, q.dtype)) @ k.swapaxes(-1, -2)  # [B, H, Nq, Nk]
+    if key_mask is not None:
+        logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    return (probs @ v).transpose(0, 2, 1, 3).reshape(b, n, h * d)
 
 
 class Attention(nnx.Module):
