@@ -21,6 +21,7 @@ import numpy as np
 from human3r_jax import checkpoint as ckpt
 from human3r_jax import runtime
 from human3r_jax.converters.convert import convert_file
+from human3r_jax.config import DinoConfig, Human3rConfig
 from human3r_jax.models.cut3r import Frame, StepOptions
 
 FILES = ("checkpoint.pth", "config.json", "inputs.npz", "outputs.npz", "intermediates.npz")
@@ -28,11 +29,14 @@ FILES = ("checkpoint.pth", "config.json", "inputs.npz", "outputs.npz", "intermed
 POS_Z_EPS = 1e-5
 
 STAGES = [
-    "patch_embed", "patch_pos", r"enc_block\d+", "enc_out", "dec_embed_img", "state_init", "mem_init", "state_in",
+    "patch_embed", "patch_pos", r"enc_block\d+", "enc_out", "dino_input", "dino_pos_embed", "dino_patch_embed",
+    r"dino_block\d+", "dino_tokens", "det_logits", "smpl_scores", "n_humans", "det_offset", "smpl_loc", "human_pos",
+    "fuse_in", "human_prompt", "dec_embed_img", "state_init", "mem_init", "state_in",
     "mem_in", "state_pos", "pose_query", "dec_in_tokens", "dec_in_pos", r"dec_state_l\d+", r"dec_img_l\d+",
-    "dec_img_final", "state_candidate", "mem_candidate", "pose_raw", "final_transform_out", r"dpt_\w+_raw",
+    "dec_img_final", r"ttt3r_\w+", "state_candidate", "mem_candidate", "pose_raw", "final_transform_out", r"dpt_\w+_raw",
     r"lin_\w+_tokens", r"lin_\w+_raw", "camera_pose", "pts3d_in_self_view", "conf_self", "rgb",
-    "pts3d_in_other_view", "conf", "state_out", "mem_out", r"post_\w+",
+    "pts3d_in_other_view", "conf", "smpl_readout", r"dec\w+_raw", "smpl_rotmat", "smpl_shape", "smpl_expression",
+    "smpl_transl", "smpl_id", "msk", "state_out", "mem_out", r"post_\w+", "smplx_faces",
 ]
 
 
@@ -73,7 +77,7 @@ class Report:
             lines.append(f"{r.name:28s} {r.rel:10.2e} {r.max_abs:11.2e} {r.tol:8.0e}  {'yes' if r.ok else 'NO'}"
                          + (f"  ({r.note})" if r.note else ""))
         if self.skipped:
-            lines.append(f"not compared (not produced by this model): {', '.join(self.skipped)}")
+            lines.append(f"not compared: {', '.join(self.skipped)}")
         lines.extend(f"note: {n}" for n in self.notes)
         worst = max(self.rows, key=lambda r: r.rel / r.tol)
         first = self.first_failure()
@@ -138,14 +142,62 @@ def _views(inputs: dict) -> Frame:
     return Frame(jnp.asarray(img, jnp.float32), jnp.asarray(update[:, None]), jnp.asarray(reset[:, None]))
 
 
-def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | None = None) -> Report:
+def _dino_override(fcfg: dict) -> DinoConfig | None:
+    """DINOv2 widths that neither the constructor name nor the tensor shapes give (config.json)."""
+    over = (fcfg.get("width_overrides") or {}).get("dinov2") or {}
+    if not over:
+        return None
+    (name, d), = over.items()
+    return DinoConfig(embed_dim=d["embed_dim"], depth=d["depth"], num_heads=d["num_heads"],
+                      patch_size=d.get("patch_size", 14), mlp_ratio=d.get("mlp_ratio", 4),
+                      interpolate_offset=d.get("interpolate_offset", 0.1))
+
+
+# Per-human arrays ([V, nmax, …] in the fixture, zero-padded) and decoder sequences ([V, 1+N+nmax, …]).
+HUMAN_KEYS = ("smpl_loc", "smpl_rotmat", "smpl_shape", "smpl_expression", "smpl_transl", "det_offset", "fuse_in",
+              "human_prompt", "smpl_readout", "decpose_raw", "decshape_raw", "decexpression_raw", "deccam_raw",
+              "human_pos")
+SEQUENCE_KEYS = ("dec_in_tokens", "dec_in_pos", "dec_img_final", r"dec_img_l\d+")
+
+
+def _slots_like(ours: np.ndarray, valid: np.ndarray, nmax: int, fill=0):
+    """Our slot arrays [V, S, …] → the fixture's layout [V, nmax, …] (empty slots → fill)."""
+    mask = valid.reshape(valid.shape + (1,) * (ours.ndim - 2))
+    return np.where(mask, ours, fill)[:, :nmax]
+
+
+def _human_views(ours: dict, refs: dict, n_img: int) -> tuple[dict, list[str]]:
+    """Bring our per-slot arrays into the fixture's zero-padded layout, if the human counts agree."""
+    valid = ours["smpl_valid"]
+    n_ours, n_ref = valid.sum(1), refs["n_humans"]
+    nmax = int(n_ref.max()) if len(n_ref) else 0
+    if not np.array_equal(n_ours, n_ref):
+        return {}, [f"human counts differ (ours {[int(n) for n in n_ours]}, reference {[int(n) for n in n_ref]}): "
+                    "per-human rows not compared"]
+    if valid.shape[1] < nmax:
+        raise FixtureError(f"the fixture has {nmax} humans in a view, more than our {valid.shape[1]} slots")
+    out = {k: _slots_like(ours[k], valid, nmax) for k in HUMAN_KEYS if k in ours}
+    out["smpl_id"] = _slots_like(ours["smpl_id"], valid, nmax, fill=-1)
+    k = 1 + n_img + nmax
+    keep = np.concatenate([np.ones((len(valid), 1 + n_img), bool), valid[:, :nmax]], axis=1)
+    for name, a in ours.items():
+        if any(re.fullmatch(p, name) for p in SEQUENCE_KEYS):
+            out[name] = np.where(keep.reshape(keep.shape + (1,) * (a.ndim - 2)), a[:, :k], 0)
+    return out, []
+
+
+def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | None = None,
+                smplx_path: str | Path | None = None) -> Report:
+    """Convert, run and compare one fixture. `smplx_path`: an SMPL-X model (the synthetic file the
+    fixture used) to also compare the bodies' vertices and joints."""
     fx = load_fixture(path)
     fcfg, inputs, outputs, inter = fx["config"], fx["inputs"], fx["outputs"], fx["intermediates"]
     kind = fcfg.get("kind", "cut3r")
-    if kind != "cut3r":
-        raise FixtureError(f"{path}: fixtures of kind {kind!r} are not supported yet")
+    if kind not in ("cut3r", "human3r"):
+        raise FixtureError(f"{path}: unknown fixture kind {kind!r}")
     run = fcfg.get("input", {})
-    cfg, params, _ = convert_file(fx["path"] / "checkpoint.pth")
+    cfg, params, _ = convert_file(fx["path"] / "checkpoint.pth", _dino_override(fcfg))
+    human = isinstance(cfg, Human3rConfig)
     graphdef, state = ckpt.params_into(ckpt.abstract_model(cfg), params)
     # CUT3R's own loop reads the pose memory right after a reset; Human3R's uses the pose token.
     opts = StepOptions(rgb=True, cross=True, ttt3r=bool(run.get("use_ttt3r", False)),
@@ -160,11 +212,13 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
     ours["state_init"] = np.asarray(carry0.state_init[0])
     ours["mem_init"] = np.asarray(carry0.mem_init[0])
     for k in list(ours):
-        if re.fullmatch(r"(dpt|lin)_\w+_raw", k):
+        if re.fullmatch(r"(dpt|lin)_\w+_raw", k) or k == "dino_input":
             ours[k] = ours[k].transpose(0, 3, 1, 2)  # NHWC → the fixture's NCHW
+    if human:
+        ours["dino_pos_embed"] = np.asarray(state["backbone"]["pos_embed"][...])[0]
 
     notes, masks = [], {}
-    if cfg.head_type == "linear":
+    if cfg.head_type == "linear" if not human else False:
         # The official pos_z multiplies xyz by sign(z) in place, so the hooked raw map carries it.
         raw = ours["lin_self_raw"]
         sign = np.sign(raw[:, 2:3])
@@ -175,8 +229,8 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
         notes.append(f"linear head: {int((~keep).sum())} pixel(s) with |raw z| < {POS_Z_EPS:g} masked in "
                      "lin_self_raw / pts3d_in_self_view / post_pts3d_world (float32 noise can flip sign(z))")
 
-    post = runtime.postprocess(ours["camera_pose"], ours["pts3d_in_self_view"], np.asarray(inputs["reset"]),
-                               chain=(kind != "cut3r"))
+    reset = np.asarray(inputs["reset"])
+    post = runtime.postprocess(ours["camera_pose"], ours["pts3d_in_self_view"], reset, chain=(kind != "cut3r"))
     for k, v in post.items():
         ours[f"post_{k}"] = v
     ours["post_conf"] = ours["conf_self"][post["view_index"]]
@@ -184,12 +238,35 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
     if "pts3d_in_self_view" in masks:
         masks["post_pts3d_world"] = masks["pts3d_in_self_view"][post["view_index"]]
 
+    refs = {**inter, **outputs}
+    if human:
+        n_img = ours["patch_embed"].shape[1]
+        per_human, count_notes = _human_views(ours, refs, n_img)
+        notes += count_notes
+        if count_notes:  # counts differ: nothing that depends on them can be compared
+            ours = {k: v for k, v in ours.items() if not (k in HUMAN_KEYS or k == "smpl_id" or
+                                                          any(re.fullmatch(p, k) for p in SEQUENCE_KEYS))}
+        ours.update(per_human)
+        smplx = None
+        if smplx_path is not None:
+            from human3r_jax.models.smplx import load_smplx
+
+            smplx = load_smplx(smplx_path)
+        else:
+            notes.append("no SMPL-X model given (--smplx): body vertices and joints not compared")
+        h, w = inputs["img"].shape[2:]
+        if not count_notes:
+            post_h = runtime.postprocess_humans(out, post["view_index"], post["c2w"], (h, w), smplx)
+            nmax = int(refs["n_humans"].max())
+            for k, v in post_h.items():
+                name = k if k == "smplx_faces" else f"post_{k}"
+                ours[name] = v[:, :nmax] if v.ndim >= 2 and k.startswith("smpl_") else v
+
     # A random model's focal estimate can sit at its clip (0): measure it against the 60° focal base.
     h, w = inputs["img"].shape[2:]
     floors = {"post_focal": max(h, w) / (2 * np.tan(np.deg2rad(30)))}
     notes.append(f"post_focal relative to max(‖ref‖, {floors['post_focal']:.1f} px·√n) (the 60° focal base)")
 
-    refs = {**inter, **outputs}
     rows, skipped = [], []
     for name in sorted(refs, key=lambda n: (_stage_rank(n), n)):
         if name not in ours:

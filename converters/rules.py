@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from human3r_jax.config import Cut3rConfig
+from human3r_jax.config import DINO_PRESETS, Cut3rConfig, DinoConfig, Human3rConfig
 
 
 class ConversionError(ValueError):
@@ -91,6 +91,26 @@ def cut3r_config_from_args(kwargs: Mapping[str, Any], shapes: Mapping[str, tuple
         raise ConversionError(str(e)) from None
 
 
+def human3r_config_from_args(kwargs: Mapping[str, Any], shapes: Mapping[str, tuple],
+                             dino: DinoConfig | None = None) -> Human3rConfig:
+    """Human3R config: the CUT3R part as above, the DINOv2 from `backbone` (a hub name; `dino`
+    overrides it for non-standard backbones), `mhmr_img_res` and `msk_head`."""
+    cut3r = cut3r_config_from_args(kwargs, shapes)
+    name = kwargs.get("backbone", "dinov2_vitl14")
+    if dino is None:
+        if name not in DINO_PRESETS:
+            raise ConversionError(f"backbone {name!r} is not a known DINOv2 ({sorted(DINO_PRESETS)}); "
+                                  "give its widths (embed_dim, depth, num_heads) as an override")
+        dino = DINO_PRESETS[name]
+    if "mhmr_img_res" not in kwargs or kwargs["mhmr_img_res"] is None:
+        raise ConversionError("a Human3R constructor needs mhmr_img_res (the human-prior input side)")
+    try:
+        return Human3rConfig(cut3r=cut3r, dino=dino, img_res=int(kwargs["mhmr_img_res"]),
+                             msk_head=bool(kwargs.get("msk_head", False)))
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
+
+
 # ---------------------------------------------------------------- key rules
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +160,21 @@ CUT3R_RULES: list[Rule] = [
          lambda m: f"head.{m[1]}.head_conv{int(m[2]) // 2 + 1}."),
     # linear head
     Rule(r"^downstream_head\.(proj|rgb_proj|cross_proj)\.", _sub(r"head.\1.")),
+]
+
+# Human3R adds a DINOv2 (its position table is resized to the model's input before mapping), the
+# detection and fusion MLPs, the SMPL-X regressors with their initial values, and padding tokens.
+HUMAN3R_RULES: list[Rule] = CUT3R_RULES + [
+    Rule(r"^backbone\.encoder\.(cls_token|pos_embed|mask_token)$", _sub(r"backbone.\1"), "copy"),
+    Rule(r"^backbone\.encoder\.", _sub(r"backbone.")),
+    Rule(r"^(masked_smpl_token|mhmr_masked_smpl_token|mhmr_masked_img_token)$", _sub(r"\1"), "copy"),
+    Rule(r"^downstream_head\.(mlp_classif|mlp_offset)\.0\.", _sub(r"human.\1.fc1.")),
+    Rule(r"^downstream_head\.(mlp_classif|mlp_offset)\.2\.", _sub(r"human.\1.fc2.")),
+    Rule(r"^downstream_head\.(mlp_msk|mlp_fuse|decpose|decshape|decexpression|deccam)\.mlp\.layers\.0\.",
+         _sub(r"human.\1.fc1.")),
+    Rule(r"^downstream_head\.(mlp_msk|mlp_fuse|decpose|decshape|decexpression|deccam)\.mlp\.layers\.2\.",
+         _sub(r"human.\1.fc2.")),
+    Rule(r"^downstream_head\.(init_\w+)$", _sub(r"human.\1"), "copy"),
 ]
 
 

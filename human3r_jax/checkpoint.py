@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from human3r_jax.config import Cut3rConfig
+from human3r_jax.config import Cut3rConfig, DinoConfig, Human3rConfig
 
 FORMAT = "human3r-jax"
 
@@ -30,21 +30,44 @@ class CheckpointFormatError(ValueError):
     pass
 
 
-def config_to_json(cfg: Cut3rConfig) -> dict:
-    return {"kind": "cut3r", "config": dataclasses.asdict(cfg)}
+ModelConfig = Cut3rConfig | Human3rConfig
 
 
-def config_from_json(d: dict, source: str = "config.json") -> Cut3rConfig:
-    kind = d.get("kind")
-    if kind != "cut3r":
-        raise CheckpointFormatError(f"{source}: unknown model kind {kind!r}")
-    fields = {f.name for f in dataclasses.fields(Cut3rConfig)}
-    raw = d.get("config", {})
-    extra = set(raw) - fields
+def config_to_json(cfg: ModelConfig) -> dict:
+    kind = "human3r" if isinstance(cfg, Human3rConfig) else "cut3r"
+    return {"kind": kind, "config": dataclasses.asdict(cfg)}
+
+
+def _from_dict(cls, raw: dict, source: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    extra = set(raw) - set(fields)
     if extra:
         raise CheckpointFormatError(f"{source}: unknown config fields {sorted(extra)}")
-    conv = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return Cut3rConfig(**conv)
+    nested = {"cut3r": Cut3rConfig, "dino": DinoConfig}
+    out = {}
+    for k, v in raw.items():
+        if k in nested and isinstance(v, dict):
+            v = _from_dict(nested[k], v, source)
+        out[k] = tuple(v) if isinstance(v, list) else v
+    try:
+        return cls(**out)
+    except (TypeError, ValueError) as e:
+        raise CheckpointFormatError(f"{source}: invalid config ({e})") from None
+
+
+def config_from_json(d: dict, source: str = "config.json") -> ModelConfig:
+    kinds = {"cut3r": Cut3rConfig, "human3r": Human3rConfig}
+    kind = d.get("kind")
+    if kind not in kinds:
+        raise CheckpointFormatError(f"{source}: unknown model kind {kind!r} (expected one of {sorted(kinds)})")
+    return _from_dict(kinds[kind], d.get("config", {}), source)
+
+
+def model_class(cfg: ModelConfig):
+    from human3r_jax.models.cut3r import Cut3r
+    from human3r_jax.models.human3r import Human3r
+
+    return Human3r if isinstance(cfg, Human3rConfig) else Cut3r
 
 
 class _ShapeOnlyRngs(nnx.Rngs):
@@ -59,11 +82,10 @@ class _ShapeOnlyRngs(nnx.Rngs):
         return lambda: jax.random.key(0)
 
 
-def abstract_model(cfg: Cut3rConfig, dtype=None):
+def abstract_model(cfg: ModelConfig, dtype=None):
     """The model with shape-only parameters (no memory, no random init)."""
-    from human3r_jax.models.cut3r import Cut3r
-
-    return nnx.eval_shape(lambda: Cut3r(cfg, rngs=_ShapeOnlyRngs(), dtype=dtype))
+    cls = model_class(cfg)
+    return nnx.eval_shape(lambda: cls(cfg, rngs=_ShapeOnlyRngs(), dtype=dtype))
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -121,7 +143,7 @@ def random_params(model, seed: int = 0, as_jax: bool = False) -> dict:
     return unflatten(out)
 
 
-def random_model(cfg: Cut3rConfig, seed: int = 0, dtype=None):
+def random_model(cfg: ModelConfig, seed: int = 0, dtype=None):
     """(graphdef, params) of a model with random weights (tests, benchmarks, smoke runs)."""
     model = abstract_model(cfg, dtype)
     return params_into(model, random_params(model, seed, as_jax=True))
@@ -133,7 +155,7 @@ def _atomic_dir(out_dir: Path):
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
 
 
-def save(out_dir: str | Path, cfg: Cut3rConfig, params: dict, source: dict | None = None,
+def save(out_dir: str | Path, cfg: ModelConfig, params: dict, source: dict | None = None,
          overwrite: bool = False) -> Path:
     """Save a nested dict of float32 arrays and the config."""
     import orbax.checkpoint as ocp
@@ -157,7 +179,7 @@ def save(out_dir: str | Path, cfg: Cut3rConfig, params: dict, source: dict | Non
     return out_dir
 
 
-def read_config(ckpt_dir: str | Path) -> tuple[Cut3rConfig, dict]:
+def read_config(ckpt_dir: str | Path) -> tuple[ModelConfig, dict]:
     ckpt_dir = Path(ckpt_dir)
     cfg_path = ckpt_dir / "config.json"
     if not cfg_path.is_file():

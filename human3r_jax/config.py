@@ -13,6 +13,40 @@ from typing import Literal
 
 HeadType = Literal["dpt", "linear"]
 
+@dataclasses.dataclass(frozen=True)
+class DinoConfig:
+    """A DINOv2 ViT (hub defaults: img_size 518, patch 14, LayerScale, MLP ×4, no register tokens)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int = 14
+    mlp_ratio: float = 4
+    pretrain_grid: int = 37  # 518 / 14: side of the stored position table
+    interpolate_offset: float = 0.1
+
+    def grid(self, img_res: int) -> int:
+        """Token-grid side for a square input of side `img_res` (a multiple of the patch size)."""
+        if img_res <= 0 or img_res % self.patch_size:
+            raise ValueError(f"DINOv2 input side {img_res} is not a positive multiple of the patch size "
+                             f"{self.patch_size}")
+        return img_res // self.patch_size
+
+
+DINO_PRESETS: dict[str, DinoConfig] = {
+    "dinov2_vits14": DinoConfig(embed_dim=384, depth=12, num_heads=6),
+    "dinov2_vitb14": DinoConfig(embed_dim=768, depth=12, num_heads=12),
+    "dinov2_vitl14": DinoConfig(embed_dim=1024, depth=24, num_heads=16),
+}
+
+
+def dino_preset(name: str) -> DinoConfig:
+    try:
+        return DINO_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown DINOv2 backbone {name!r}; known: {sorted(DINO_PRESETS)}") from None
+
+
 
 @dataclasses.dataclass(frozen=True)
 class Cut3rConfig:
@@ -89,3 +123,47 @@ def cut3r_preset(name: str) -> Cut3rConfig:
         return CUT3R_PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown CUT3R preset {name!r}; known: {sorted(CUT3R_PRESETS)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Human3rConfig:
+    """Human3R = CUT3R + a DINOv2 human-prior encoder on the padded square image (side `img_res`),
+    human prompt tokens and SMPL-X heads (spec §1.2, §4). Defaults: the released `human3r_896L`.
+
+    max_humans: human slots per frame under jit (the official model appends every detection; with
+      more detections than slots the highest-scoring ones are kept and `n_detected` says so).
+    track_capacity: tracks remembered for re-identification (the official memory is unbounded).
+    """
+
+    cut3r: Cut3rConfig = Cut3rConfig()
+    dino: DinoConfig = DINO_PRESETS["dinov2_vitl14"]
+    img_res: int = 896
+    msk_head: bool = True
+    max_humans: int = 16
+    det_threshold: float = 0.3
+    track_capacity: int = 64
+
+    def __post_init__(self):
+        self.dino.grid(self.img_res)  # validates img_res
+        if self.max_humans < 1:
+            raise ValueError(f"max_humans must be at least 1, got {self.max_humans}")
+
+
+HUMAN3R_PRESETS: dict[str, Human3rConfig] = {
+    "human3r_896L": Human3rConfig(),
+    "human3r_672L": Human3rConfig(img_res=672),
+    "human3r_672B": Human3rConfig(dino=DINO_PRESETS["dinov2_vitb14"], img_res=672),
+    "human3r_672S": Human3rConfig(dino=DINO_PRESETS["dinov2_vits14"], img_res=672),
+    # the widths of the tiny parity fixture (its DINOv2 is not a hub model)
+    "human3r_tiny": Human3rConfig(cut3r=CUT3R_PRESETS["cut3r_tiny"], dino=DinoConfig(embed_dim=64, depth=2, num_heads=2),
+                                  img_res=112, max_humans=4, track_capacity=16),
+}
+
+
+def preset(name: str) -> Cut3rConfig | Human3rConfig:
+    """Any named preset: CUT3R or Human3R."""
+    if name in HUMAN3R_PRESETS:
+        return HUMAN3R_PRESETS[name]
+    if name in CUT3R_PRESETS:
+        return CUT3R_PRESETS[name]
+    raise KeyError(f"unknown preset {name!r}; known: {sorted(CUT3R_PRESETS) + sorted(HUMAN3R_PRESETS)}")

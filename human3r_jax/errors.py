@@ -5,6 +5,7 @@ from human3r_jax.converters.parity import FixtureError
 from human3r_jax.converters.rules import ConversionError
 from human3r_jax.converters.torch_zip import CheckpointError
 from human3r_jax.data.images import ImageError
+from human3r_jax.models.smplx import SmplxError
 
-USER_ERRORS = (CheckpointError, ConversionError, CheckpointFormatError, FixtureError, ImageError,
+USER_ERRORS = (CheckpointError, ConversionError, CheckpointFormatError, FixtureError, ImageError, SmplxError,
                FileExistsError, FileNotFoundError)

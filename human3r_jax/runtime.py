@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from human3r_jax.geometry import pose_to_c2w, transform_points
 from human3r_jax.models.cut3r import Carry, Frame, StepOptions
 
 
@@ -65,24 +66,6 @@ def kept_views(reset: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- post-processing
 
 
-def quat_to_matrix(q):
-    """Real-first quaternions [..., 4] → rotation matrices [..., 3, 3] (2/‖q‖² form of the original)."""
-    r, i, j, k = (q[..., n] for n in range(4))
-    two_s = 2.0 / (q * q).sum(-1)
-    m = [1 - two_s * (j * j + k * k), two_s * (i * j - k * r), two_s * (i * k + j * r),
-         two_s * (i * j + k * r), 1 - two_s * (i * i + k * k), two_s * (j * k - i * r),
-         two_s * (i * k - j * r), two_s * (j * k + i * r), 1 - two_s * (i * i + j * j)]
-    return jnp.stack(m, -1).reshape(q.shape[:-1] + (3, 3))
-
-
-def pose_to_c2w(pose):
-    """camera_pose [..., 7] (t, q) → camera-to-world [..., 4, 4]."""
-    rot = quat_to_matrix(pose[..., 3:7])
-    top = jnp.concatenate([rot, pose[..., :3, None]], axis=-1)
-    bottom = jnp.broadcast_to(jnp.asarray([0, 0, 0, 1], pose.dtype), top.shape[:-2] + (1, 4))
-    return jnp.concatenate([top, bottom], axis=-2)
-
-
 def chain_segments(c2w: np.ndarray, reset: np.ndarray) -> np.ndarray:
     """World poses across resets: pose_k ← B_k · pose_k, B_k = product of the poses of all reset
     views before k (c2w and reset are over the kept views, in order)."""
@@ -93,11 +76,6 @@ def chain_segments(c2w: np.ndarray, reset: np.ndarray) -> np.ndarray:
         if reset[k]:
             base = base @ c2w[k]
     return out
-
-
-def transform_points(c2w, pts):
-    """c2w [B, 4, 4] applied to points [B, H, W, 3]."""
-    return jnp.einsum("bij,bhwj->bhwi", c2w[:, :3, :3], pts) + c2w[:, None, None, :3, 3]
 
 
 @jax.jit
@@ -149,3 +127,38 @@ def postprocess(camera_pose, pts3d_self, reset, chain: bool = True):
         "intrinsics": intrinsics(focal, h, w),
         "pts3d_world": np.asarray(transform_points(jnp.asarray(c2w), pts)),
     }
+
+
+def postprocess_humans(out: dict, view_index: np.ndarray, c2w: np.ndarray, hw: tuple[int, int], smplx=None) -> dict:
+    """Per-frame human results of the kept views (`view_index`, world poses `c2w` [F, 4, 4]).
+
+    out: per-view model outputs [V, …] (batch axis dropped). Returns n_humans [F], smpl_id [F, S]
+    (−1 for empty slots), smpl_rotvec [F, S, 53, 3], msk [F, H, W] (the mask un-padded to the image)
+    and, with an SMPL-X model, verts/joints in the camera and world frames [F, S, ·, 3] (zeros in
+    empty slots).
+    """
+    from human3r_jax.data.images import unpad_image
+    from human3r_jax.geometry import rotmat_to_rotvec
+
+    valid = np.asarray(out["smpl_valid"])[view_index]
+    res = {
+        "n_humans": valid.sum(1),
+        "smpl_id": np.where(valid, np.asarray(out["smpl_id"])[view_index], -1),
+        "smpl_rotvec": np.where(valid[..., None, None], np.asarray(rotmat_to_rotvec(jnp.asarray(out["smpl_rotmat"])[view_index])), 0),
+    }
+    if "msk" in out:
+        res["msk"] = np.asarray(unpad_image(jnp.asarray(out["msk"])[view_index], *hw))[..., 0]
+    if smplx is not None:
+        from human3r_jax.models.smplx import bodies_in_camera, to_world
+
+        f, s = valid.shape
+        flat = lambda k: jnp.asarray(out[k])[view_index].reshape((f * s,) + np.shape(out[k])[2:])
+        cam = bodies_in_camera(smplx, flat("smpl_shape"), flat("smpl_expression"), flat("smpl_rotmat"),
+                               flat("smpl_transl"))
+        world = to_world(cam, jnp.repeat(jnp.asarray(c2w, jnp.float32), s, axis=0))
+        m = valid[..., None, None]
+        for name, body in (("cam", cam), ("world", world)):
+            res[f"smpl_verts_{name}"] = np.where(m, np.asarray(body.vertices).reshape(f, s, -1, 3), 0)
+            res[f"smpl_joints_{name}"] = np.where(m, np.asarray(body.joints).reshape(f, s, -1, 3), 0)
+        res["smplx_faces"] = np.asarray(smplx.faces)
+    return res

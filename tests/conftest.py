@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Tiny test models spend their time in XLA's optimiser, not in running: level 0 compiles ~3x faster.
-# (Numerics stay float32; the parity tests verify it.) Set before jax creates its CPU backend.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 import jax
 import numpy as np
 import pytest
 
 from human3r_jax import checkpoint as ckpt
-from human3r_jax.config import cut3r_preset
+from human3r_jax.config import DinoConfig, cut3r_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HUMAN3R_JAX_SHARED", ROOT.parent / "shared"))
@@ -40,6 +39,16 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def smplx_root(tmp_path_factory):
+    """A folder with smplx/SMPLX_NEUTRAL.npz: the synthetic model the fixtures used (224 MB, seed 0)."""
+    tool = shared_path("tools", "make_fake_smplx.py")
+    root = tmp_path_factory.mktemp("body_models")
+    subprocess.run([sys.executable, str(tool), "--root", str(root), "--seed", "0"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return root
+
+
 def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
     """Leaf-wise allclose of two pytrees with identical structure."""
     la, ta = jax.tree.flatten(a)
@@ -54,6 +63,7 @@ def rel_l2(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+TINY_DINO = DinoConfig(embed_dim=64, depth=2, num_heads=2)  # the human3r_tiny fixture's backbone
 TINY = dataclasses.replace(cut3r_preset("cut3r_tiny"), state_size=12, local_mem_size=8)
 
 

@@ -11,11 +11,13 @@ import pytest
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax.converters.constructor import ConstructorError, parse_constructor
-from human3r_jax.converters.convert import convert_file, convert_state_dict, read_official
-from human3r_jax.converters.rules import CUT3R_RULES, ConversionError, cut3r_config_from_args, plan_mapping
-from human3r_jax.converters.torch_zip import CheckpointError, Opaque, read_checkpoint
+from human3r_jax.config import dino_preset, preset
+from human3r_jax.converters.convert import (convert_file, convert_multihmr_file, convert_state_dict, model_config,
+                                            read_official, resized_shapes, rules_for)
+from human3r_jax.converters.rules import ConversionError, cut3r_config_from_args, plan_mapping
+from human3r_jax.converters.torch_zip import Opaque, read_checkpoint
 
-from conftest import shared_path
+from conftest import TINY_DINO, shared_path
 
 torch = pytest.importorskip("torch")
 
@@ -32,21 +34,36 @@ def read_listing(name):
     return constructor, shapes
 
 
-@pytest.mark.parametrize("listing,n_keys,n_aliases,n_params", [
-    ("cut3r_state_dict_shapes.txt", 1248, 12, 793_307_858),
-    ("cut3r_224_linear_state_dict_shapes.txt", 1056, 0, 748_443_655),
-])
-def test_released_listings_map_completely(listing, n_keys, n_aliases, n_params):
+# (listing, entries, aliases, official parameter count, DINOv2 width and grid side or None)
+LISTINGS = [
+    ("cut3r_state_dict_shapes.txt", 1248, 12, 793_307_858, None),
+    ("cut3r_224_linear_state_dict_shapes.txt", 1056, 0, 748_443_655, None),
+    ("human3r_state_dict_shapes.txt", 1631, 12, 1_167_461_358, (1024, 64)),
+    ("human3r_672S_state_dict_shapes.txt", 1463, 12, 848_016_494, (384, 48)),
+    ("human3r_tiny_state_dict_shapes.txt", 675, 12, None, (64, 8)),
+]
+
+
+@pytest.mark.parametrize("listing,n_keys,n_aliases,n_params,dino", LISTINGS)
+def test_released_listings_map_completely(listing, n_keys, n_aliases, n_params, dino):
     constructor, shapes = read_listing(listing)
     assert len(shapes) == n_keys
-    cfg = cut3r_config_from_args(parse_constructor(constructor), shapes)
+    override = TINY_DINO if "tiny" in listing else None
+    cfg = model_config(parse_constructor(constructor), shapes, override)
     target = ckpt.param_shapes(ckpt.abstract_model(cfg))
-    plan = plan_mapping(shapes, target, CUT3R_RULES, listing)
+    plan = plan_mapping(resized_shapes(shapes, cfg), target, rules_for(cfg), listing)
     used = {key for key, _ in plan.moves.values()} | {a for a, _ in plan.aliases}
     assert used == set(shapes)  # every key used …
     assert len(plan.moves) == len(target) == n_keys - n_aliases  # … once, and every parameter filled
     assert len(plan.aliases) == n_aliases
-    assert sum(int(np.prod(s)) for s in target.values()) == n_params
+    total = sum(int(np.prod(s)) for s in target.values())
+    if dino is None:
+        assert total == n_params
+    elif n_params is not None:
+        # ours stores the DINOv2 position table resized to the model's grid (1 + g² rows, not 1 + 37²)
+        # and the 352 buffer values of the SMPL-X head's initial parameters as leaves
+        d, g = dino
+        assert total == n_params + d * ((1 + g * g) - (1 + 37 * 37)) + 352
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +212,37 @@ def test_unsupported_config_is_refused():
                                 "pos_embed": "RoPE100", "depth_mode": ("square", -1, 1)}, {})
     with pytest.raises(ConversionError, match="not understood"):
         cut3r_config_from_args({"warp_speed": 9}, {})
+
+
+def test_human3r_needs_known_backbone_widths(tiny_official):
+    path = shared_path("fixtures", "human3r_tiny", "checkpoint.pth")
+    with pytest.raises(ConversionError, match=r"dinov2_tiny14.*not a known DINOv2.*widths"):
+        convert_file(path)
+    with pytest.raises(ConversionError, match="mis-shaped"):  # widths that do not fit the tensors
+        convert_file(path, dino_preset("dinov2_vits14"))
+
+
+def test_multihmr_checkpoint_initialises_backbone_and_detector(tmp_path):
+    """A Multi-HMR checkpoint (its own key names, extra modules) → our backbone and detection MLPs."""
+    path = shared_path("fixtures", "human3r_tiny", "checkpoint.pth")
+    cfg, params, _ = convert_file(path, TINY_DINO)
+    state, _ = read_official(path)
+    mhmr = {k: torch.from_numpy(v.array.copy()) for k, v in state.items() if k.startswith("backbone.")}
+    for k, v in state.items():
+        if k.startswith(("downstream_head.mlp_classif.", "downstream_head.mlp_offset.")):
+            mhmr["module." + k[len("downstream_head."):]] = torch.from_numpy(v.array.copy())
+    mhmr = {("module." + k if not k.startswith("module.") else k): v for k, v in mhmr.items()}
+    mhmr["module.x_attention_head.transformer.w"] = torch.zeros(3)  # Multi-HMR's own head: not part of Human3R
+    torch.save({"model_state_dict": mhmr, "epoch": 1}, tmp_path / "multiHMR.pt")
+    init = ckpt.flatten(convert_multihmr_file(tmp_path / "multiHMR.pt", cfg))
+    ref = ckpt.flatten(params)
+    assert set(init) == {k for k in ref if k.startswith(("backbone.", "human.mlp_classif.", "human.mlp_offset."))}
+    for k, v in init.items():
+        np.testing.assert_array_equal(v, ref[k], err_msg=k)
+    del mhmr["module.mlp_offset.2.weight"]
+    torch.save({"model_state_dict": mhmr}, tmp_path / "broken.pt")
+    with pytest.raises(ConversionError, match=r"broken.pt(.|\n)*missing(.|\n)*human.mlp_offset.fc2.kernel"):
+        convert_multihmr_file(tmp_path / "broken.pt", cfg)
+    with pytest.raises(ConversionError, match="model_state_dict"):
+        torch.save({"weights": {}}, tmp_path / "none.pt")
+        convert_multihmr_file(tmp_path / "none.pt", preset("human3r_tiny"))

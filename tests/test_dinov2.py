@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import rel_l2, shared_path
-from human3r_jax.models.dinov2 import (UNUSED_KEYS, DinoConfig, Dinov2, dino_preset, dinov2_params_from_official,
-                                       imagenet_normalize, resize_pos_embed)
+from conftest import TINY_DINO, rel_l2, shared_path
+from human3r_jax.config import DinoConfig, dino_preset
+from human3r_jax.models.dinov2 import Dinov2, imagenet_normalize, resize_pos_embed
 
 FIX = ("fixtures", "human3r_tiny")
 
@@ -64,9 +64,11 @@ def test_resize_pos_embed_scale_rule():
 
 
 def test_resize_pos_embed_fixture_table():
-    state = _official_state()
-    cfg = dino_preset("dinov2_tiny14")
-    ours = resize_pos_embed(state["backbone.encoder.pos_embed"], cfg.grid(112))
+    from human3r_jax.converters.convert import read_official
+
+    state, _ = read_official(shared_path(*FIX, "checkpoint.pth"))
+    cfg = TINY_DINO
+    ours = resize_pos_embed(state["backbone.encoder.pos_embed"].array, cfg.grid(112))
     ref = np.load(shared_path(*FIX, "intermediates.npz"))["dino_pos_embed"]
     assert ours.shape == (1,) + ref.shape
     np.testing.assert_allclose(ours[0], ref, rtol=0, atol=1e-6)
@@ -93,7 +95,7 @@ def test_presets_and_fixture_config():
     conf = json.loads(shared_path(*FIX, "config.json").read_text())
     text = json.dumps(conf)
     assert '"dinov2_tiny14"' in text
-    tiny = dino_preset("dinov2_tiny14")
+    tiny = TINY_DINO
     spec = _find_key(conf, "dinov2_tiny14")
     assert (spec["embed_dim"], spec["depth"], spec["num_heads"], spec["patch_size"]) == \
         (tiny.embed_dim, tiny.depth, tiny.num_heads, tiny.patch_size)
@@ -111,28 +113,23 @@ def _find_key(obj, key):
     return None
 
 
-_STATE = {}
+_PARAMS = {}
 
 
-def _official_state() -> dict[str, np.ndarray]:
-    if not _STATE:
-        from human3r_jax.converters.convert import read_official
+def _backbone_params() -> dict:
+    """The fixture's DINOv2 weights through the project's converter (rule table + resized table)."""
+    if not _PARAMS:
+        from human3r_jax.converters.convert import convert_file
 
-        state, _ = read_official(shared_path(*FIX, "checkpoint.pth"))
-        _STATE.update({k: v.array for k, v in state.items() if k.startswith("backbone.encoder.")})
-    return _STATE
+        _, params, _ = convert_file(shared_path(*FIX, "checkpoint.pth"), TINY_DINO)
+        _PARAMS.update(params["backbone"])
+    return _PARAMS
 
 
 def _tiny_model():
-    cfg = dino_preset("dinov2_tiny14")
-    model = Dinov2(cfg, 112, rngs=nnx.Rngs(0))
-    params = dinov2_params_from_official(_official_state(), cfg, 112)
+    model = Dinov2(TINY_DINO, 112, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model, nnx.Param)
-    ours = nnx.to_pure_dict(state)
-    assert jax.tree.structure(ours) == jax.tree.structure(params)
-    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(params)):
-        assert a.shape == b.shape
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, _backbone_params()))
     return nnx.merge(graphdef, state)
 
 
@@ -156,30 +153,23 @@ def test_dinov2_tiny_matches_fixture():
 
 
 def test_dinov2_wrong_input_size_raises():
-    model = Dinov2(dino_preset("dinov2_tiny14"), 112, rngs=nnx.Rngs(0))
+    model = Dinov2(TINY_DINO, 112, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError):
         model(jnp.zeros((1, 126, 126, 3), jnp.float32))
     assert model(jnp.zeros((2, 112, 112, 3), jnp.float32)).shape == (2, 64, 64)
 
 
-def test_params_from_official_key_coverage():
-    state = dict(_official_state())
-    cfg = dino_preset("dinov2_tiny14")
-    assert UNUSED_KEYS == ("mask_token",) and "backbone.encoder.mask_token" in state
-    params = dinov2_params_from_official(state, cfg, 112)
-    assert params["pos_embed"].shape == (1, 65, 64)
+def test_converter_maps_the_backbone():
+    from human3r_jax.converters.convert import read_official
+
+    state, _ = read_official(shared_path(*FIX, "checkpoint.pth"))
+    params = _backbone_params()
+    assert params["pos_embed"].shape == (1, 65, 64)  # resized to the 8×8 grid at conversion
     np.testing.assert_array_equal(params["blocks"][1]["attn"]["qkv"]["kernel"],
-                                  state["backbone.encoder.blocks.1.attn.qkv.weight"].T)
+                                  state["backbone.encoder.blocks.1.attn.qkv.weight"].array.T)
     np.testing.assert_array_equal(params["patch_embed"]["proj"]["kernel"][2, 5, 1],
-                                  state["backbone.encoder.patch_embed.proj.weight"][:, 1, 2, 5])
-    # an unexpected key (e.g. register tokens) and a missing one are errors, not silently dropped
-    with pytest.raises(ValueError):
-        dinov2_params_from_official({**state, "backbone.encoder.register_tokens": np.zeros((1, 4, 64))}, cfg, 112)
-    missing = {k: v for k, v in state.items() if k != "backbone.encoder.blocks.0.ls1.gamma"}
-    with pytest.raises(KeyError):
-        dinov2_params_from_official(missing, cfg, 112)
-    with pytest.raises(ValueError):  # shape mismatch: wrong preset
-        dinov2_params_from_official(state, dino_preset("dinov2_vits14"), 112)
+                                  state["backbone.encoder.patch_embed.proj.weight"].array[:, 1, 2, 5])
+    np.testing.assert_array_equal(params["blocks"][0]["ls1"]["gamma"], state["backbone.encoder.blocks.0.ls1.gamma"].array)
 
 
 def test_dinov2_bfloat16_runs_close():
@@ -190,7 +180,7 @@ def test_dinov2_bfloat16_runs_close():
     """
     f32 = _tiny_model()
     graphdef, state = nnx.split(f32, nnx.Param)
-    bf16 = nnx.merge(nnx.graphdef(Dinov2(dino_preset("dinov2_tiny14"), 112, rngs=nnx.Rngs(0),
+    bf16 = nnx.merge(nnx.graphdef(Dinov2(TINY_DINO, 112, rngs=nnx.Rngs(0),
                                          dtype=jnp.bfloat16)), state)
     x = jnp.asarray(np.load(shared_path(*FIX, "intermediates.npz"))["dino_input"][:2].transpose(0, 2, 3, 1))
     with jax.numpy_dtype_promotion("standard"):
@@ -208,5 +198,5 @@ def test_vitl14_abstract_shapes():
     assert shapes["patch_embed/proj/kernel"] == (14, 14, 3, 1024)
     assert shapes["blocks/23/mlp/fc1/kernel"] == (1024, 4096)
     n = sum(int(np.prod(s)) for s in shapes.values())
-    # official ViT-L/14 DINOv2 304,368,640 parameters, minus mask_token and the 1370-row table, plus ours
-    assert n == 304_368_640 - 1024 - 1370 * 1024 + 4097 * 1024
+    # official ViT-L/14 DINOv2: 304,368,640 parameters with a 1370-row table; ours holds the 4097-row one
+    assert n == 304_368_640 - 1370 * 1024 + 4097 * 1024

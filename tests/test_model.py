@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from human3r_jax import checkpoint as ckpt
-from human3r_jax import runtime
+from human3r_jax import geometry, runtime
 from human3r_jax.models.cut3r import Frame, StepOptions, make_frame
 
 from conftest import assert_trees_close, rel_l2
@@ -138,7 +138,7 @@ def test_reset_views_and_chaining():
 def test_pose_to_c2w_is_a_rigid_transform():
     q = jnp.asarray(np.random.default_rng(0).normal(size=(6, 4)), jnp.float32)
     pose = jnp.concatenate([jnp.ones((6, 3), jnp.float32), q], axis=-1)
-    m = np.asarray(runtime.pose_to_c2w(pose))
+    m = np.asarray(geometry.pose_to_c2w(pose))
     r = m[:, :3, :3]
     np.testing.assert_allclose(r @ r.transpose(0, 2, 1), np.broadcast_to(np.eye(3), r.shape), atol=1e-5)
     np.testing.assert_allclose(np.linalg.det(r), 1, atol=1e-5)

@@ -5,30 +5,18 @@ of bodies in camera and world frames (SMPL_Layer, spec §4.6)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import rel_l2, shared_path
+from conftest import rel_l2
 from human3r_jax.models import smplx as S
 
 B = 4
 # jitted once for the whole file: every call below has the same shapes, so they share one compile
 forward = jax.jit(S.smplx_forward)
 in_camera = jax.jit(S.bodies_in_camera)
-
-
-@pytest.fixture(scope="session")
-def smplx_root(tmp_path_factory):
-    """A directory with smplx/SMPLX_NEUTRAL.npz (synthetic, 224 MB, seed 0)."""
-    tool = shared_path("tools", "make_fake_smplx.py")
-    root = tmp_path_factory.mktemp("body_models")
-    subprocess.run([sys.executable, str(tool), "--root", str(root), "--seed", "0"], check=True,
-                   stdout=subprocess.DEVNULL)
-    return root
 
 
 @pytest.fixture(scope="session")

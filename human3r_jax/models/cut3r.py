@@ -21,6 +21,7 @@ from human3r_jax.models.decoder import Decoders
 from human3r_jax.models.encoder import image_encoder, ray_map_encoder
 from human3r_jax.models.heads import make_head
 from human3r_jax.models.memory import PoseRetriever
+from human3r_jax.models.tracking import TrackState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Carry(NamedTuple):
     mem_init: jax.Array    # [B, M, 2D]
     t: jax.Array           # [B] int32: frames seen
     after_reset: jax.Array  # [B] bool: the previous frame reset the state
+    tracks: Optional[TrackState] = None  # Human3R: the track memory (batched on axis 0)
 
 
 def make_frame(img, update=None, reset=None) -> Frame:
@@ -128,7 +130,7 @@ class Cut3r(nnx.Module):
         taps = {} if opts.taps else None
         feat, pos = self.encode(frame.img, taps)
         out, new_state, new_mem, gate = self.decode(carry, feat, pos, frame.img.shape[1:3], opts, taps=taps)
-        carry = self.update(carry, frame, new_state, new_mem, gate, opts)
+        carry = self.update(carry, frame, new_state, new_mem, gate, opts, taps)
         if taps is not None:
             taps.update(state_out=carry.state, mem_out=carry.mem)
             out["taps"] = taps
@@ -139,7 +141,8 @@ class Cut3r(nnx.Module):
 
         extra: optional (tokens [B, n, D], positions [B, n, 2], valid [B, n]) appended after the
         image tokens (Human3R's human prompts); invalid ones are hidden from attention.
-        Returns (outputs, candidate state, candidate memory, TTT3R gate logits or None, X̂ extras).
+        Returns (outputs, candidate state, candidate memory, TTT3R gate logits or None); with
+        `extra`, outputs["extra_tokens"] holds their decoder outputs X̂ [B, n, D].
         """
         b, n, _ = feat.shape
         p = self.cfg.patch_size
@@ -173,7 +176,7 @@ class Cut3r(nnx.Module):
             out["extra_tokens"] = x_final[:, 1 + n:]
         return out, new_state, new_mem, gate
 
-    def update(self, carry: Carry, frame: Frame, new_state, new_mem, gate, opts: StepOptions) -> Carry:
+    def update(self, carry: Carry, frame: Frame, new_state, new_mem, gate, opts: StepOptions, taps=None) -> Carry:
         """Gated (or TTT3R) state update, plain memory update, then resets (spec §3.8)."""
         new_state, new_mem = new_state.astype(carry.state.dtype), new_mem.astype(carry.mem.dtype)
         m = frame.update
@@ -183,6 +186,8 @@ class Cut3r(nnx.Module):
             first = (carry.t == 0) | carry.after_reset
             beta = jax.nn.sigmoid(gate)  # [B, S]
             m_state = jnp.where(first[:, None], m_state[:, None], m_state[:, None] * beta)
+            if taps is not None:
+                taps.update(ttt3r_beta=jnp.where(first[:, None], 1.0, beta), ttt3r_gate_applied=~first)
         state = _blend(new_state, carry.state, m_state)
         mem = _blend(new_mem, carry.mem, m.astype(jnp.float32))
         state = _blend(carry.state_init, state, frame.reset)

@@ -13,7 +13,7 @@ every call with a bicubic `F.interpolate` (PyTorch semantics, see `resize_pos_em
 checkpoint runs at one fixed resolution (`mhmr_img_res`, 896 or 672), so the resize is done once,
 at conversion time, in numpy: our parameter tree stores `pos_embed` **already interpolated** for the
 module's `img_res`, shape [1, 1 + g², D] with g = img_res / patch (CLS row first). A model built for
-another resolution needs its own conversion (`dinov2_params_from_official(..., img_res=...)`).
+another resolution needs its own conversion (the converter resizes the table for the config's `img_res`).
 
 Parameter tree (nnx.Param leaves; names follow the official ones where they exist):
 
@@ -24,59 +24,20 @@ Parameter tree (nnx.Param leaves; names follow the official ones where they exis
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from human3r_jax.config import DinoConfig
 from human3r_jax.models.encoder import PatchEmbed
 from human3r_jax.models.layers import Attention, Mlp, layer_norm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Official keys (relative to the backbone prefix) that inference does not use and the converter skips.
-UNUSED_KEYS = ("mask_token",)
-
-
-@dataclasses.dataclass(frozen=True)
-class DinoConfig:
-    """A DINOv2 ViT (hub defaults: img_size 518, patch 14, LayerScale, MLP ×4, no register tokens)."""
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-    patch_size: int = 14
-    mlp_ratio: float = 4
-    pretrain_grid: int = 37  # 518 / 14: side of the stored position table
-    interpolate_offset: float = 0.1
-
-    def grid(self, img_res: int) -> int:
-        """Token-grid side for a square input of side `img_res` (a multiple of the patch size)."""
-        if img_res <= 0 or img_res % self.patch_size:
-            raise ValueError(f"DINOv2 input side {img_res} is not a positive multiple of the patch size "
-                             f"{self.patch_size}")
-        return img_res // self.patch_size
-
-
-DINO_PRESETS: dict[str, DinoConfig] = {
-    "dinov2_vits14": DinoConfig(embed_dim=384, depth=12, num_heads=6),
-    "dinov2_vitb14": DinoConfig(embed_dim=768, depth=12, num_heads=12),
-    "dinov2_vitl14": DinoConfig(embed_dim=1024, depth=24, num_heads=16),
-    # the test fixture's (`/work/shared/fixtures/human3r_tiny`, backbone='dinov2_tiny14')
-    "dinov2_tiny14": DinoConfig(embed_dim=64, depth=2, num_heads=2),
-}
-
-
-def dino_preset(name: str) -> DinoConfig:
-    try:
-        return DINO_PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown DINOv2 backbone {name!r}; known: {sorted(DINO_PRESETS)}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,6 +219,8 @@ class Dinov2(nnx.Module):
         self.blocks = nnx.List([DinoBlock(d, cfg.num_heads, cfg.mlp_ratio, rngs=rngs, dtype=dtype)
                                 for _ in range(cfg.depth)])
         self.norm = layer_norm(d, rngs, dtype)
+        # DINOv2's token for masked-image pre-training: unused here, kept so every checkpoint key has a home.
+        self.mask_token = nnx.Param(jnp.zeros((1, d), jnp.float32))
 
     def __call__(self, img, taps: Optional[dict] = None):
         """img [B, R, R, 3] → patch tokens [B, g², D] after the final LayerNorm (CLS dropped).
@@ -283,71 +246,3 @@ class Dinov2(nnx.Module):
 # ----------------------------------------------------------------------------------------------
 # Official checkpoint → our parameter tree
 # ----------------------------------------------------------------------------------------------
-
-
-def _as_numpy(v: Any, key: str) -> np.ndarray:
-    if hasattr(v, "array"):  # converters.torch_zip.TensorRef
-        v = v.array
-    elif hasattr(v, "detach"):  # a torch tensor
-        v = v.detach().cpu().float().numpy()
-    if not isinstance(v, np.ndarray):
-        raise TypeError(f"{key!r} is a {type(v).__name__}, not an array")
-    return np.asarray(v, np.float32)
-
-
-def dinov2_params_from_official(state: Mapping[str, Any], cfg: DinoConfig, img_res: int,
-                                prefix: str = "backbone.encoder.") -> dict:
-    """Official DINOv2 state_dict entries under `prefix` → the nested params dict of `Dinov2(cfg, img_res)`.
-
-    Values may be numpy arrays, torch tensors or the torch-free reader's TensorRefs. The position table
-    is resized here (`resize_pos_embed`). Every key under `prefix` must be either mapped or listed in
-    `UNUSED_KEYS`; shapes are checked against `cfg`.
-    """
-    d, p = cfg.embed_dim, cfg.patch_size
-    hidden = int(d * cfg.mlp_ratio)
-    used: set[str] = set()
-
-    def get(name: str, shape: tuple) -> np.ndarray:
-        key = prefix + name
-        if key not in state:
-            raise KeyError(f"official DINOv2 entry {key!r} is missing")
-        a = _as_numpy(state[key], key)
-        if a.shape != shape:
-            raise ValueError(f"{key!r} has shape {a.shape}, expected {shape} for {cfg}")
-        used.add(key)
-        return a
-
-    def linear(name: str, n_in: int, n_out: int) -> dict:
-        return {"kernel": get(f"{name}.weight", (n_out, n_in)).T.copy(), "bias": get(f"{name}.bias", (n_out,))}
-
-    def norm(name: str) -> dict:
-        return {"scale": get(f"{name}.weight", (d,)), "bias": get(f"{name}.bias", (d,))}
-
-    m = cfg.pretrain_grid
-    pos = get("pos_embed", (1, 1 + m * m, d))
-    params: dict = {
-        "cls_token": get("cls_token", (1, 1, d)),
-        "pos_embed": resize_pos_embed(pos, cfg.grid(img_res), cfg.interpolate_offset),
-        "patch_embed": {"proj": {
-            "kernel": get("patch_embed.proj.weight", (d, 3, p, p)).transpose(2, 3, 1, 0).copy(),  # OIHW→HWIO
-            "bias": get("patch_embed.proj.bias", (d,)),
-        }},
-        "blocks": {},
-        "norm": norm("norm"),
-    }
-    for i in range(cfg.depth):
-        b = f"blocks.{i}."
-        params["blocks"][i] = {
-            "norm1": norm(b + "norm1"),
-            "attn": {"qkv": linear(b + "attn.qkv", d, 3 * d), "proj": linear(b + "attn.proj", d, d)},
-            "ls1": {"gamma": get(b + "ls1.gamma", (d,))},
-            "norm2": norm(b + "norm2"),
-            "mlp": {"fc1": linear(b + "mlp.fc1", d, hidden), "fc2": linear(b + "mlp.fc2", hidden, d)},
-            "ls2": {"gamma": get(b + "ls2.gamma", (d,))},
-        }
-    unused = {prefix + k for k in UNUSED_KEYS}
-    left = sorted(k for k in state if k.startswith(prefix) and k not in used and k not in unused)
-    if left:
-        raise ValueError(f"official DINOv2 entries not mapped (register tokens? more blocks than "
-                         f"depth={cfg.depth}?): {left[:8]}{' ...' if len(left) > 8 else ''}")
-    return params
