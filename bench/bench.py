@@ -58,11 +58,11 @@ def run_one(preset: str, size: str, heads: str, dtype: str, frames: int, seed: i
 
     from human3r_jax import checkpoint as ckpt
     from human3r_jax import runtime
-    from human3r_jax.config import cut3r_preset
+    from human3r_jax.config import preset as model_preset
     from human3r_jax.models.cut3r import StepOptions, make_frame
 
     w, h = (int(v) for v in size.split("x"))
-    cfg = cut3r_preset(preset)
+    cfg = model_preset(preset)
     t0 = time.perf_counter()
     graphdef, params = ckpt.random_model(cfg, seed, dtype=jnp.dtype(dtype) if dtype != "float32" else None)
     build_s = time.perf_counter() - t0

@@ -199,9 +199,11 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
     cfg, params, _ = convert_file(fx["path"] / "checkpoint.pth", _dino_override(fcfg))
     human = isinstance(cfg, Human3rConfig)
     graphdef, state = ckpt.params_into(ckpt.abstract_model(cfg), params)
-    # CUT3R's own loop reads the pose memory right after a reset; Human3R's uses the pose token.
+    # Human3R's online loop (`inference_recurrent_lighter`) restarts from the pose token after a
+    # reset and its demo chains the segments; CUT3R's `forward_recurrent` reads the reset pose memory.
+    human3r_loop = "lighter" in str(fcfg.get("official", {}).get("loop", "")) or kind == "human3r"
     opts = StepOptions(rgb=True, cross=True, ttt3r=bool(run.get("use_ttt3r", False)),
-                       pose_token_after_reset=(kind != "cut3r"), taps=True)
+                       pose_token_after_reset=human3r_loop, taps=True)
     frames = _views(inputs)
     carry0 = runtime.init_carry(graphdef, state, 1)
     _, out = runtime.run_sequence(graphdef, state, carry0, frames, opts)
@@ -230,7 +232,7 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
                      "lin_self_raw / pts3d_in_self_view / post_pts3d_world (float32 noise can flip sign(z))")
 
     reset = np.asarray(inputs["reset"])
-    post = runtime.postprocess(ours["camera_pose"], ours["pts3d_in_self_view"], reset, chain=(kind != "cut3r"))
+    post = runtime.postprocess(ours["camera_pose"], ours["pts3d_in_self_view"], reset, chain=human3r_loop)
     for k, v in post.items():
         ours[f"post_{k}"] = v
     ours["post_conf"] = ours["conf_self"][post["view_index"]]

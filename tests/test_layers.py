@@ -104,3 +104,20 @@ def test_logit_mean_equals_explicit_attention_logits():
     np.testing.assert_allclose(np.asarray(lm), np.asarray(logits.mean(axis=(1, 3))), rtol=1e-5, atol=1e-6)
     assert lm.shape == (2, 4)
     assert jax.numpy.all(jnp.isfinite(lm))
+
+
+@pytest.mark.parametrize("nq,nk", [(1030, 1100), (1500, 1024)])
+def test_blocked_attention_equals_full(nq, nk):
+    """Long sequences run block by block (BLOCK_MIN_TOKENS): same result, masks included."""
+    from human3r_jax.models import layers
+
+    q = jnp.asarray(RNG.normal(size=(2, nq, 2, 8)), jnp.float32)
+    k = jnp.asarray(RNG.normal(size=(2, nk, 2, 8)), jnp.float32)
+    v = jnp.asarray(RNG.normal(size=(2, nk, 2, 8)), jnp.float32)
+    mask = jnp.asarray(RNG.uniform(size=(2, nk)) > 0.3)
+    for m in (None, mask):
+        blocked = layers.attend(q, k, v, m)
+        full = layers._softmax_attend(*(x.transpose(0, 2, 1, 3) for x in (q, k, v)),
+                                      None if m is None else m[:, None, None, :])
+        np.testing.assert_allclose(np.asarray(blocked), np.asarray(full.transpose(0, 2, 1, 3).reshape(blocked.shape)),
+                                   rtol=1e-5, atol=1e-6)

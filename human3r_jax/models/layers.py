@@ -47,6 +47,38 @@ def _heads(x, num_heads):
     return x.reshape(b, n, num_heads, c // num_heads)
 
 
+BLOCK_MIN_TOKENS = 1024  # attention over longer sequences (the DINOv2 prior) runs in blocks
+BLOCK_QUERIES = 256
+
+
+def _softmax_attend(q, k, v, key_mask):
+    """q [..., Nq, d], k/v [..., Nk, d], key_mask broadcastable to the logits or None."""
+    logits = (q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)) @ k.swapaxes(-1, -2)
+    if key_mask is not None:
+        logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    return probs @ v
+
+
+def _blocked(q, k, v, key_mask):
+    """Attention one (batch·head, 256-query) block at a time: the block's logits stay in cache
+    (DINOv2-L at 896²: 4097² logits × 16 heads; 2.0 → 0.73 s per layer on a 2-core CPU)."""
+    b, h, n, d = q.shape
+    c = BLOCK_QUERIES
+    nc = -(-n // c)
+    qb = jnp.pad(q, ((0, 0), (0, 0), (0, nc * c - n), (0, 0))).reshape(b * h, nc, c, d)
+    kb, vb = k.reshape(b * h, -1, d), v.reshape(b * h, -1, d)
+
+    def block(i):
+        bh, j = i // nc, i % nc
+        take = lambda x, idx: jax.lax.dynamic_index_in_dim(x, idx, 0, keepdims=False)
+        mask = None if key_mask is None else take(key_mask, bh // h)[None, :]
+        return _softmax_attend(take(take(qb, bh), j), take(kb, bh), take(vb, bh), mask)
+
+    out = jax.lax.map(block, jnp.arange(b * h * nc))  # [B·H·nc, c, d]
+    return out.reshape(b, h, nc * c, d)[:, :, :n]
+
+
 def attend(q, k, v, key_mask=None):
     """Scaled dot-product attention. q [B,Nq,H,d], k/v [B,Nk,H,d], key_mask [B,Nk] bool -> [B,Nq,H·d].
 
@@ -55,11 +87,11 @@ def attend(q, k, v, key_mask=None):
     """
     b, n, h, d = q.shape
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
-    logits = (q * jnp.asarray(d**-0.5, q.dtype)) @ k.swapaxes(-1, -2)  # [B, H, Nq, Nk]
-    if key_mask is not None:
-        logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    return (probs @ v).transpose(0, 2, 1, 3).reshape(b, n, h * d)
+    if n >= BLOCK_MIN_TOKENS and k.shape[2] >= BLOCK_MIN_TOKENS:
+        out = _blocked(q, k, v, key_mask)
+    else:
+        out = _softmax_attend(q, k, v, None if key_mask is None else key_mask[:, None, None, :])
+    return out.transpose(0, 2, 1, 3).reshape(b, n, h * d)
 
 
 class Attention(nnx.Module):
