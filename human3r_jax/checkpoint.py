@@ -163,9 +163,13 @@ def save(out_dir: str | Path, cfg: ModelConfig, params: dict, source: dict | Non
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    bad = [path for path, leaf in flatten(params).items()
+           if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype") and np.dtype(leaf.dtype).kind in "fiub")]
+    if bad:
+        raise CheckpointFormatError(f"{out_dir}: not numeric arrays, cannot save: {', '.join(bad[:10])}")
     tmp = _atomic_dir(out_dir)
+    ckptr = ocp.StandardCheckpointer()
     try:
-        ckptr = ocp.StandardCheckpointer()
         ckptr.save(tmp / "params", jax.tree.map(np.asarray, params))
         ckptr.wait_until_finished()
         meta = {"format": FORMAT, **config_to_json(cfg), "source": source or {}}
@@ -174,8 +178,14 @@ def save(out_dir: str | Path, cfg: ModelConfig, params: dict, source: dict | Non
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     except BaseException:
+        try:  # orbax writes in background threads: let them stop before removing their directory
+            ckptr.wait_until_finished()
+        except Exception:
+            pass
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        ckptr.close()
     return out_dir
 
 

@@ -30,9 +30,19 @@ def test_save_refuses_overwrite_and_leaves_nothing_half_written(tmp_path, monkey
     ckpt.save(tmp_path / "ck", TINY, params)
     with pytest.raises(FileExistsError, match="ck exists"):
         ckpt.save(tmp_path / "ck", TINY, params)
-    bad = dict(params, encoder={"oops": object()})  # orbax cannot write this leaf
-    with pytest.raises(Exception):
+    bad = dict(params, encoder={"oops": object()})
+    with pytest.raises(ckpt.CheckpointFormatError, match="encoder.oops"):
         ckpt.save(tmp_path / "broken", TINY, bad)
+
+    class Boom(Exception):
+        pass
+
+    def interrupted(*a, **k):  # a failure in the middle of writing
+        raise Boom
+
+    monkeypatch.setattr(ckpt.json, "dumps", interrupted)
+    with pytest.raises(Boom):
+        ckpt.save(tmp_path / "broken", TINY, params)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary or partial directory
 
 
