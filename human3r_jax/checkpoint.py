@@ -205,12 +205,16 @@ def read_config(ckpt_dir: str | Path) -> tuple[ModelConfig, dict]:
     return config_from_json(meta, str(cfg_path)), meta
 
 
-def load(ckpt_dir: str | Path, dtype=None):
-    """Load a converted checkpoint → (cfg, graphdef, params State)."""
+def load(ckpt_dir: str | Path, dtype=None, **overrides):
+    """Load a converted checkpoint → (cfg, graphdef, params State). `overrides` replace config fields
+    that do not change the parameters (e.g. a Human3R's max_humans)."""
     import orbax.checkpoint as ocp
 
     ckpt_dir = Path(ckpt_dir).absolute()
     cfg, _ = read_config(ckpt_dir)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
     model = abstract_model(cfg, dtype)
     target = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)

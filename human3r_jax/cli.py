@@ -1,5 +1,7 @@
 """The `human3r-jax` command.
 
+    human3r-jax reconstruct INPUT… --checkpoint CKPT --out DIR   video / image folder → cameras, scene, bodies
+    human3r-jax view DIR                      interactive 3-D viewer of a reconstruction (needs viser)
     human3r-jax convert IN.pth OUT_DIR        official checkpoint → our format (no PyTorch needed)
     human3r-jax parity FIXTURE_DIR [...]      compare against a fixture of the official code
 """
@@ -46,9 +48,72 @@ def _parity(args) -> int:
     return status
 
 
+def _reconstruct(args) -> int:
+    from human3r_jax.reconstruct import Settings, load_model, reconstruct
+
+    model = load_model(args.checkpoint, args.random_weights, args.max_humans)
+    if model.random_weights:
+        print(f"human3r-jax reconstruct: RANDOM WEIGHTS ({args.random_weights}): this exercises the pipeline; "
+              "its output is meaningless.", file=sys.stderr)
+    smplx = None
+    if args.smplx:
+        from human3r_jax.models.smplx import load_smplx
+
+        smplx = load_smplx(args.smplx)
+    settings = Settings(size=args.size, reset_interval=args.reset_interval, ttt3r=args.ttt3r, subsample=args.subsample,
+                        max_frames=args.max_frames, conf_threshold=args.conf_threshold, glb_frame=args.glb_frame)
+    outs = reconstruct(args.inputs, args.out, model, settings, smplx, overwrite=args.overwrite,
+                       progress=not args.quiet)
+    for o in outs:
+        print(f"wrote {o} (reconstruction.npz, frames/, trajectory.tum, scene.glb, meta.json)")
+    return 0
+
+
+def _view(args) -> int:
+    import time
+
+    from human3r_jax.viewer import SceneViewer
+
+    viewer = SceneViewer(args.out_dir, host=args.host, port=args.port)
+    print(f"viewing {args.out_dir} at http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:"
+          f"{viewer.port} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(1)
+    finally:
+        viewer.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="human3r-jax", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("reconstruct", help="reconstruct videos or image folders (cameras, scene, SMPL-X bodies)")
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="video (mp4/mov/avi/webm) or folder of images; several "
+                                                             "inputs of one resolution run as a batch")
+    r.add_argument("--checkpoint", help="converted checkpoint folder (human3r-jax convert) or an official .pth")
+    r.add_argument("--random-weights", nargs="?", const="human3r_tiny", metavar="PRESET",
+                   help="no checkpoint: random weights of a preset (default human3r_tiny) to try the pipeline; "
+                        "the output is meaningless")
+    r.add_argument("--out", required=True, help="output folder (one subfolder per input when there are several)")
+    r.add_argument("--smplx", metavar="PATH", help="SMPLX_NEUTRAL.npz or its folder: world-frame body meshes")
+    r.add_argument("--size", type=int, default=512, choices=[512, 224], help="model resolution rule (default 512)")
+    r.add_argument("--reset-interval", type=int, help="reset the state every N frames (official semantics)")
+    r.add_argument("--ttt3r", action="store_true", help="TTT3R state update (better on long videos)")
+    r.add_argument("--subsample", type=int, default=1, help="use every N-th frame")
+    r.add_argument("--max-frames", type=int, help="stop after this many frames")
+    r.add_argument("--conf-threshold", type=float, default=1.5, help="confidence of the points kept in scene.glb")
+    r.add_argument("--max-humans", type=int, help="human slots per frame (Human3R; default 16)")
+    r.add_argument("--glb-frame", type=int, help="frame whose bodies go into scene.glb (default: last with people)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_reconstruct)
+
+    v = sub.add_parser("view", help="interactive 3-D viewer of a reconstruction (needs the viewer extra: viser)")
+    v.add_argument("out_dir", help="a `human3r-jax reconstruct` output folder")
+    v.add_argument("--port", type=int, default=8080)
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to share on the network)")
+    v.set_defaults(func=_view)
 
     c = sub.add_parser("convert", help="convert an official CUT3R / Human3R .pth checkpoint")
     c.add_argument("checkpoint", help="official .pth file (read without PyTorch; nothing in it is executed)")

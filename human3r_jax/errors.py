@@ -5,7 +5,9 @@ from human3r_jax.converters.parity import FixtureError
 from human3r_jax.converters.rules import ConversionError
 from human3r_jax.converters.torch_zip import CheckpointError
 from human3r_jax.data.images import ImageError
+from human3r_jax.data.video import InputError
 from human3r_jax.models.smplx import SmplxError
+from human3r_jax.viewer import ViewerError
 
-USER_ERRORS = (CheckpointError, ConversionError, CheckpointFormatError, FixtureError, ImageError, SmplxError,
+USER_ERRORS = (CheckpointError, ConversionError, CheckpointFormatError, FixtureError, ImageError, SmplxError, InputError, ViewerError,
                FileExistsError, FileNotFoundError)

@@ -30,9 +30,9 @@ def transform_points(c2w, pts):
 
 
 
-def rotmat_to_rotvec(r):
-    """Rotation matrices [..., 3, 3] → axis-angle vectors [..., 3] (angle in [0, π]), through the unit
-    quaternion (Shepperd's branch on the largest of w, x, y, z) as roma's rotmat_to_rotvec."""
+def matrix_to_quat(r):
+    """Rotation matrices [..., 3, 3] → unit quaternions (w, x, y, z) with w ≥ 0 (Shepperd: the
+    branch of the largest of w, x, y, z, as roma)."""
     m00, m11, m22 = r[..., 0, 0], r[..., 1, 1], r[..., 2, 2]
     trace = m00 + m11 + m22
     cands = jnp.stack([
@@ -44,7 +44,13 @@ def rotmat_to_rotvec(r):
     best = jnp.argmax(jnp.stack([trace, m00, m11, m22], -1), axis=-1)
     q = jnp.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
     q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
-    q = jnp.where(q[..., :1] < 0, -q, q)  # w ≥ 0: angle in [0, π]
+    return jnp.where(q[..., :1] < 0, -q, q)
+
+
+def rotmat_to_rotvec(r):
+    """Rotation matrices [..., 3, 3] → axis-angle vectors [..., 3] (angle in [0, π]), through the unit
+    quaternion as roma's rotmat_to_rotvec."""
+    q = matrix_to_quat(r)
     v = q[..., 1:]
     sin_half = jnp.linalg.norm(v, axis=-1, keepdims=True)
     angle = 2 * jnp.arctan2(sin_half, q[..., :1])

@@ -68,7 +68,9 @@ class Human3r(Cut3r):
         x_h = out.pop("extra_tokens").astype(jnp.float32)
         out.update(self.human.smpl(x_h, z_h, taps))
         tracks, ids = jax.vmap(track)(carry.tracks, x_h, valid)
-        out.update(smpl_scores=scores[..., None], smpl_loc=loc, smpl_valid=valid, smpl_id=ids,
+        score = jnp.take_along_axis(scores.reshape(scores.shape[0], -1), idx, axis=1)
+        out.update(smpl_scores=scores[..., None], smpl_score=jnp.where(valid, score, 0.0), smpl_loc=loc,
+                   smpl_valid=valid, smpl_id=ids,
                    n_humans=valid.sum(axis=1).astype(jnp.int32), n_detected=n_det)
         if hc.msk_head:
             out["msk"] = self.human.mask(z, grid)
