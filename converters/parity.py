@@ -186,6 +186,29 @@ def _human_views(ours: dict, refs: dict, n_img: int) -> tuple[dict, list[str]]:
     return out, []
 
 
+def _human_rows(ours: dict, out: dict, refs: dict, post: dict, hw, smplx_path) -> list[str]:
+    """Put the per-human arrays and the demo's body post-processing into `ours`, in the fixture's
+    layout; where the human counts differ, drop everything that depends on them. Returns notes."""
+    per_human, notes = _human_views(ours, refs, ours["patch_embed"].shape[1])
+    if notes:  # counts differ: nothing that depends on them can be compared
+        for k in [k for k in ours if k in HUMAN_KEYS or k == "smpl_id" or any(re.fullmatch(p, k) for p in SEQUENCE_KEYS)]:
+            del ours[k]
+        return notes
+    ours.update(per_human)
+    smplx = None
+    if smplx_path is not None:
+        from human3r_jax.models.smplx import load_smplx
+
+        smplx = load_smplx(smplx_path)
+    else:
+        notes.append("no SMPL-X model given (--smplx): body vertices and joints not compared")
+    nmax = int(refs["n_humans"].max())
+    for k, v in runtime.postprocess_humans(out, post["view_index"], post["c2w"], hw, smplx).items():
+        name = k if k == "smplx_faces" else f"post_{k}"
+        ours[name] = v[:, :nmax] if v.ndim >= 2 and k.startswith("smpl_") else v
+    return notes
+
+
 def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | None = None,
                 smplx_path: str | Path | None = None) -> Report:
     """Convert, run and compare one fixture. `smplx_path`: an SMPL-X model (the synthetic file the
@@ -220,7 +243,7 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
         ours["dino_pos_embed"] = np.asarray(state["backbone"]["pos_embed"][...])[0]
 
     notes, masks = [], {}
-    if cfg.head_type == "linear" if not human else False:
+    if (cfg.cut3r if human else cfg).head_type == "linear":
         # The official pos_z multiplies xyz by sign(z) in place, so the hooked raw map carries it.
         raw = ours["lin_self_raw"]
         sign = np.sign(raw[:, 2:3])
@@ -242,27 +265,7 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
 
     refs = {**inter, **outputs}
     if human:
-        n_img = ours["patch_embed"].shape[1]
-        per_human, count_notes = _human_views(ours, refs, n_img)
-        notes += count_notes
-        if count_notes:  # counts differ: nothing that depends on them can be compared
-            ours = {k: v for k, v in ours.items() if not (k in HUMAN_KEYS or k == "smpl_id" or
-                                                          any(re.fullmatch(p, k) for p in SEQUENCE_KEYS))}
-        ours.update(per_human)
-        smplx = None
-        if smplx_path is not None:
-            from human3r_jax.models.smplx import load_smplx
-
-            smplx = load_smplx(smplx_path)
-        else:
-            notes.append("no SMPL-X model given (--smplx): body vertices and joints not compared")
-        h, w = inputs["img"].shape[2:]
-        if not count_notes:
-            post_h = runtime.postprocess_humans(out, post["view_index"], post["c2w"], (h, w), smplx)
-            nmax = int(refs["n_humans"].max())
-            for k, v in post_h.items():
-                name = k if k == "smplx_faces" else f"post_{k}"
-                ours[name] = v[:, :nmax] if v.ndim >= 2 and k.startswith("smpl_") else v
+        notes += _human_rows(ours, out, refs, post, inputs["img"].shape[2:], smplx_path)
 
     # A random model's focal estimate can sit at its clip (0): measure it against the 60° focal base.
     h, w = inputs["img"].shape[2:]

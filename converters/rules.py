@@ -120,36 +120,32 @@ class Rule:
     transform: str = "auto"  # auto: linear for 2-D '.weight', conv for 4-D '.weight', else copy
 
 
-def _sub(template: str) -> Callable[[re.Match], str]:
-    return lambda m: m.expand(template)
-
-
 CUT3R_RULES: list[Rule] = [
     Rule(r"^downstream_head\.(dpt_\w+)\.scratch\.layer_rn\.(\d)\.weight$", "", "alias"),
-    Rule(r"^patch_embed\.proj\.", _sub(r"encoder.patch_embed.proj.")),
-    Rule(r"^enc_blocks\.", _sub(r"encoder.blocks.")),
-    Rule(r"^enc_norm\.", _sub(r"encoder.norm.")),
-    Rule(r"^patch_embed_ray_map\.proj\.", _sub(r"ray_encoder.patch_embed.proj.")),
-    Rule(r"^enc_blocks_ray_map\.", _sub(r"ray_encoder.blocks.")),
-    Rule(r"^enc_norm_ray_map\.", _sub(r"ray_encoder.norm.")),
+    Rule(r"^patch_embed\.proj\.", r"encoder.patch_embed.proj."),
+    Rule(r"^enc_blocks\.", r"encoder.blocks."),
+    Rule(r"^enc_norm\.", r"encoder.norm."),
+    Rule(r"^patch_embed_ray_map\.proj\.", r"ray_encoder.patch_embed.proj."),
+    Rule(r"^enc_blocks_ray_map\.", r"ray_encoder.blocks."),
+    Rule(r"^enc_norm_ray_map\.", r"ray_encoder.norm."),
     Rule(r"^register_tokens\.weight$", "register_tokens", "copy"),
-    Rule(r"^decoder_embed_state\.", _sub(r"state_embed.")),
-    Rule(r"^decoder_embed\.", _sub(r"decoder.embed.")),
-    Rule(r"^dec_blocks_state\.", _sub(r"decoder.state_blocks.")),
-    Rule(r"^dec_norm_state\.", _sub(r"decoder.state_norm.")),
-    Rule(r"^dec_blocks\.", _sub(r"decoder.img_blocks.")),
-    Rule(r"^dec_norm\.", _sub(r"decoder.img_norm.")),
-    Rule(r"^(pose_token|masked_img_token|masked_ray_map_token)$", _sub(r"\1"), "copy"),
-    Rule(r"^pose_retriever\.(mem|masked_token)$", _sub(r"pose_retriever.\1"), "copy"),
-    Rule(r"^pose_retriever\.", _sub(r"pose_retriever.")),
-    Rule(r"^downstream_head\.pose_head\.mlp\.", _sub(r"head.pose_head.")),
-    Rule(r"^downstream_head\.final_transform\.(\d+)\.(norm\d)\.mlp\.1\.", _sub(r"head.final_transform.\1.\2.linear.")),
-    Rule(r"^downstream_head\.final_transform\.", _sub(r"head.final_transform.")),
+    Rule(r"^decoder_embed_state\.", r"state_embed."),
+    Rule(r"^decoder_embed\.", r"decoder.embed."),
+    Rule(r"^dec_blocks_state\.", r"decoder.state_blocks."),
+    Rule(r"^dec_norm_state\.", r"decoder.state_norm."),
+    Rule(r"^dec_blocks\.", r"decoder.img_blocks."),
+    Rule(r"^dec_norm\.", r"decoder.img_norm."),
+    Rule(r"^(pose_token|masked_img_token|masked_ray_map_token)$", r"\1", "copy"),
+    Rule(r"^pose_retriever\.(mem|masked_token)$", r"pose_retriever.\1", "copy"),
+    Rule(r"^pose_retriever\.", r"pose_retriever."),
+    Rule(r"^downstream_head\.pose_head\.mlp\.", r"head.pose_head."),
+    Rule(r"^downstream_head\.final_transform\.(\d+)\.(norm\d)\.mlp\.1\.", r"head.final_transform.\1.\2.linear."),
+    Rule(r"^downstream_head\.final_transform\.", r"head.final_transform."),
     # DPT heads
     Rule(r"^downstream_head\.(dpt_\w+)\.act_postprocess\.([01])\.1\.weight$",
-         _sub(r"head.\1.reassemble.\2.resample.kernel"), "convT"),
-    Rule(r"^downstream_head\.(dpt_\w+)\.act_postprocess\.(\d)\.0\.", _sub(r"head.\1.reassemble.\2.conv.")),
-    Rule(r"^downstream_head\.(dpt_\w+)\.act_postprocess\.(\d)\.1\.", _sub(r"head.\1.reassemble.\2.resample.")),
+         r"head.\1.reassemble.\2.resample.kernel", "convT"),
+    Rule(r"^downstream_head\.(dpt_\w+)\.act_postprocess\.(\d)\.0\.", r"head.\1.reassemble.\2.conv."),
+    Rule(r"^downstream_head\.(dpt_\w+)\.act_postprocess\.(\d)\.1\.", r"head.\1.reassemble.\2.resample."),
     Rule(r"^downstream_head\.(dpt_\w+)\.scratch\.layer(\d)_rn\.",
          lambda m: f"head.{m[1]}.layer_rn.{int(m[2]) - 1}."),
     Rule(r"^downstream_head\.(dpt_\w+)\.scratch\.refinenet(\d)\.resConfUnit(\d)\.",
@@ -159,22 +155,22 @@ CUT3R_RULES: list[Rule] = [
     Rule(r"^downstream_head\.(dpt_\w+)\.head\.([024])\.",
          lambda m: f"head.{m[1]}.head_conv{int(m[2]) // 2 + 1}."),
     # linear head
-    Rule(r"^downstream_head\.(proj|rgb_proj|cross_proj)\.", _sub(r"head.\1.")),
+    Rule(r"^downstream_head\.(proj|rgb_proj|cross_proj)\.", r"head.\1."),
 ]
 
 # Human3R adds a DINOv2 (its position table is resized to the model's input before mapping), the
 # detection and fusion MLPs, the SMPL-X regressors with their initial values, and padding tokens.
 HUMAN3R_RULES: list[Rule] = CUT3R_RULES + [
-    Rule(r"^backbone\.encoder\.(cls_token|pos_embed|mask_token)$", _sub(r"backbone.\1"), "copy"),
-    Rule(r"^backbone\.encoder\.", _sub(r"backbone.")),
-    Rule(r"^(masked_smpl_token|mhmr_masked_smpl_token|mhmr_masked_img_token)$", _sub(r"\1"), "copy"),
-    Rule(r"^downstream_head\.(mlp_classif|mlp_offset)\.0\.", _sub(r"human.\1.fc1.")),
-    Rule(r"^downstream_head\.(mlp_classif|mlp_offset)\.2\.", _sub(r"human.\1.fc2.")),
+    Rule(r"^backbone\.encoder\.(cls_token|pos_embed|mask_token)$", r"backbone.\1", "copy"),
+    Rule(r"^backbone\.encoder\.", r"backbone."),
+    Rule(r"^(masked_smpl_token|mhmr_masked_smpl_token|mhmr_masked_img_token)$", r"\1", "copy"),
+    Rule(r"^downstream_head\.(mlp_classif|mlp_offset)\.0\.", r"human.\1.fc1."),
+    Rule(r"^downstream_head\.(mlp_classif|mlp_offset)\.2\.", r"human.\1.fc2."),
     Rule(r"^downstream_head\.(mlp_msk|mlp_fuse|decpose|decshape|decexpression|deccam)\.mlp\.layers\.0\.",
-         _sub(r"human.\1.fc1.")),
+         r"human.\1.fc1."),
     Rule(r"^downstream_head\.(mlp_msk|mlp_fuse|decpose|decshape|decexpression|deccam)\.mlp\.layers\.2\.",
-         _sub(r"human.\1.fc2.")),
-    Rule(r"^downstream_head\.(init_\w+)$", _sub(r"human.\1"), "copy"),
+         r"human.\1.fc2."),
+    Rule(r"^downstream_head\.(init_\w+)$", r"human.\1", "copy"),
 ]
 
 
@@ -248,7 +244,7 @@ def plan_mapping(shapes: Mapping[str, tuple], target: Mapping[str, tuple], rules
             else:
                 aliases.append((key, src))
             continue
-        path = rule.target(m) + key[m.end():] if callable(rule.target) else rule.target
+        path = (rule.target(m) if callable(rule.target) else m.expand(rule.target)) + key[m.end():]
         path = _leaf(path, target)
         if path not in target:
             unknown.append(f"{key} -> {path}")

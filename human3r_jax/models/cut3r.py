@@ -159,7 +159,8 @@ class Cut3r(nnx.Module):
             x = jnp.concatenate([x, e_tok.astype(x.dtype)], axis=1)
             x_pos = jnp.concatenate([x_pos, e_pos.astype(pos.dtype)], axis=1)
             x_mask = jnp.concatenate([jnp.ones((b, 1 + n), bool), e_valid], axis=1)
-        state_pos = jnp.broadcast_to(jnp.asarray(self.state_positions()), (b,) + self.state_positions().shape)
+        grid_pos = self.state_positions()
+        state_pos = jnp.broadcast_to(jnp.asarray(grid_pos), (b,) + grid_pos.shape)
         if taps is not None:
             taps.update(state_in=carry.state, mem_in=carry.mem, pose_query=pose_q[:, 0], dec_embed_img=x_img,
                         dec_in_tokens=x, dec_in_pos=x_pos, state_pos=state_pos)
