@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -262,13 +263,16 @@ class SequenceWriter:
 @jax.jit
 def _frame_geometry(pose, pts_self, base):
     """Chained c2w, focal and world points of one batch of frames (base: [B, 4, 4] segment bases)."""
-    c2w = base @ pose_to_c2w(pose)
+    raw = pose_to_c2w(pose)
+    c2w = base @ raw
     focal = runtime.estimate_focal(pts_self)
     world = jnp.einsum("bij,bhwj->bhwi", c2w[:, :3, :3], pts_self) + c2w[:, None, None, :3, 3]
-    return pose_to_c2w(pose), c2w, focal, world
+    return raw, c2w, focal, world
 
 
+@jax.jit
 def _bodies_world(smplx, out, c2w):
+    """World-frame SMPL-X vertices of every slot [B, S, V, 3]."""
     from human3r_jax.models.smplx import bodies_in_camera, to_world
 
     b, s = out["smpl_valid"].shape
@@ -277,8 +281,9 @@ def _bodies_world(smplx, out, c2w):
     world = to_world(cam, jnp.repeat(c2w, s, axis=0))
     return world.vertices.reshape(b, s, -1, 3)
 
-
-_bodies_world_jit = jax.jit(_bodies_world)
+# What a frame's files need from the step's outputs (the rest stays on the device).
+_FETCHED = ("pts3d_in_self_view", "conf_self", "smpl_valid", "smpl_id", "smpl_score", "smpl_rotmat", "smpl_shape",
+            "smpl_expression", "smpl_transl", "n_detected")
 
 
 def _mesh_and_sharding(batch: int):
@@ -328,18 +333,18 @@ def run(model: LoadedModel, sources: Sequence[FrameSource], writers: Sequence[Se
                 last[j] = item
             if not any(live):
                 break
-            imgs = np.stack([it[1] for it in items])[..., :3]
+            imgs = np.stack([it[1] for it in items])
             update = np.asarray(live)
             reset = np.full(b, bool(settings.reset_interval) and (i + 1) % settings.reset_interval == 0)
             frame = Frame(put(imgs), put(update), put(reset))
             t0 = time.perf_counter()
             carry, out = runtime.step(model.graphdef, params, carry, frame, opts)
             raw_c2w, c2w, focal, world = _frame_geometry(out["camera_pose"], out["pts3d_in_self_view"], jnp.asarray(base))
-            verts = _bodies_world_jit(smplx, out, c2w) if (smplx is not None and model.humans) else None
+            verts = _bodies_world(smplx, out, c2w) if (smplx is not None and model.humans) else None
             if reset[0]:  # the official duplicate: same frame, fresh state, outputs dropped
                 carry, _ = runtime.step(model.graphdef, params, carry, Frame(frame.img, frame.update, put(~reset)), opts)
-            res = jax.device_get({**out, "c2w": c2w, "raw_c2w": raw_c2w, "focal": focal, "world": world,
-                                  **({"verts": verts} if verts is not None else {})})
+            res = jax.device_get({**{k: out[k] for k in _FETCHED if k in out}, "c2w": c2w, "raw_c2w": raw_c2w,
+                                  "focal": focal, "world": world, **({"verts": verts} if verts is not None else {})})
             forward.append(time.perf_counter() - t0)
             if reset[0]:
                 base = np.einsum("bij,bjk->bik", base, res["raw_c2w"]).astype(np.float32)
@@ -403,8 +408,6 @@ def reconstruct(inputs: Sequence[str | Path], out_dir: str | Path, model: Loaded
         groups.setdefault(first_frame_size(s, settings.size), []).append(j)
     for o in outs:
         if o.exists() and overwrite:
-            import shutil
-
             shutil.rmtree(o)
     for members in groups.values():
         writers = [SequenceWriter(outs[j], model, settings, sources[j], smplx) for j in members]

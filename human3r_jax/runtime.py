@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from human3r_jax.geometry import pose_to_c2w, transform_points
+from human3r_jax.data.images import unpad_image
+from human3r_jax.geometry import pose_to_c2w, rotmat_to_rotvec, transform_points
 from human3r_jax.models.cut3r import Carry, Frame, StepOptions
+from human3r_jax.models.smplx import bodies_in_camera, to_world
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -137,9 +139,6 @@ def postprocess_humans(out: dict, view_index: np.ndarray, c2w: np.ndarray, hw: t
     and, with an SMPL-X model, verts/joints in the camera and world frames [F, S, ·, 3] (zeros in
     empty slots).
     """
-    from human3r_jax.data.images import unpad_image
-    from human3r_jax.geometry import rotmat_to_rotvec
-
     valid = np.asarray(out["smpl_valid"])[view_index]
     res = {
         "n_humans": valid.sum(1),
@@ -149,8 +148,6 @@ def postprocess_humans(out: dict, view_index: np.ndarray, c2w: np.ndarray, hw: t
     if "msk" in out:
         res["msk"] = np.asarray(unpad_image(jnp.asarray(out["msk"])[view_index], *hw))[..., 0]
     if smplx is not None:
-        from human3r_jax.models.smplx import bodies_in_camera, to_world
-
         f, s = valid.shape
         flat = lambda k: jnp.asarray(out[k])[view_index].reshape((f * s,) + np.shape(out[k])[2:])
         cam = bodies_in_camera(smplx, flat("smpl_shape"), flat("smpl_expression"), flat("smpl_rotmat"),
