@@ -4,6 +4,8 @@
     human3r-jax view DIR                      interactive 3-D viewer of a reconstruction (needs viser)
     human3r-jax convert IN.pth OUT_DIR        official checkpoint → our format (no PyTorch needed)
     human3r-jax parity FIXTURE_DIR [...]      compare against a fixture of the official code
+    human3r-jax preprocess-bedlam --raw R --labels L --out O   BEDLAM release → training layout
+    human3r-jax train --config CONFIG [--set KEY=VALUE …]       fine-tune Human3R (resumes in its workdir)
 """
 
 from __future__ import annotations
@@ -46,6 +48,30 @@ def _parity(args) -> int:
         print(report.table())
         status |= 0 if report.ok else 1
     return status
+
+
+def _train(args) -> int:
+    import logging
+
+    from human3r_jax.train.config import apply_overrides, load_config
+    from human3r_jax.train.trainer import Trainer
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = apply_overrides(load_config(args.config), args.set or [])
+    trainer = Trainer(cfg)
+    print(f"human3r-jax train: {cfg.model}, {trainer.n_trainable:,} trainable parameters, "
+          f"{cfg.total_steps} steps of batch {cfg.batch_size} on {len(trainer.mesh.devices.flat)} device(s), "
+          f"workdir {trainer.workdir}")
+    trainer.run(progress=not args.quiet)
+    out = trainer.export()
+    print(f"trained weights -> {out}")
+    return 0
+
+
+def _preprocess_bedlam(args) -> int:
+    from human3r_jax.data.bedlam_preprocess import run
+
+    return run(args)
 
 
 def _reconstruct(args) -> int:
@@ -132,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "the Human3R bodies (the fixtures used the synthetic one of "
                                                   "shared/tools/make_fake_smplx.py --seed 0)")
     q.set_defaults(func=_parity)
+
+    t = sub.add_parser("train", help="fine-tune Human3R on BEDLAM (the official recipe by default)")
+    t.add_argument("--config", default="human3r_bedlam",
+                   help="a config file (Python, get_config()) or a bundled name: human3r_bedlam, tiny_synthetic")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value (Python literal; repeatable), e.g. --set lr=2e-4")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (log lines only)")
+    t.set_defaults(func=_train)
+
+    from human3r_jax.data.bedlam_preprocess import add_arguments
+
+    b = sub.add_parser("preprocess-bedlam", help="convert the raw BEDLAM release to the training layout")
+    add_arguments(b)
+    b.set_defaults(func=_preprocess_bedlam)
     return p
 
 

@@ -57,3 +57,33 @@ def rotmat_to_rotvec(r):
     # small angles: angle / sin(angle/2) → 2
     scale = jnp.where(sin_half > 1e-7, angle / jnp.maximum(sin_half, 1e-12), 2.0)
     return v * scale
+
+
+def rotvec_to_rotmat(v):
+    """Axis-angle vectors [..., 3] → rotation matrices [..., 3, 3] (Rodrigues; exact at angle 0)."""
+    theta2 = (v * v).sum(-1)[..., None, None]
+    safe = theta2 > 1e-12
+    theta = jnp.sqrt(jnp.where(safe, theta2, 1.0))
+    # sin θ/θ and (1 − cos θ)/θ², with their Taylor limits near 0
+    a = jnp.where(safe, jnp.sin(theta) / theta, 1.0 - theta2 / 6.0)
+    b = jnp.where(safe, (1.0 - jnp.cos(theta)) / jnp.where(safe, theta2, 1.0), 0.5 - theta2 / 24.0)
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    zero = jnp.zeros_like(x)
+    k = jnp.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(v.shape[:-1] + (3, 3))
+    eye = jnp.eye(3, dtype=v.dtype)
+    return eye + a * k + b * (k @ k)
+
+
+def project(points, K):
+    """Pinhole projection of camera-frame points [..., N, 3] with intrinsics [..., 3, 3] → pixels [..., N, 2]."""
+    y = points / points[..., 2:3]
+    return jnp.einsum("...ij,...nj->...ni", K, y)[..., :2]
+
+
+def inverse_rigid(T):
+    """Inverse of rigid transforms [..., 4, 4]."""
+    R, t = T[..., :3, :3], T[..., :3, 3]
+    Rt = jnp.swapaxes(R, -1, -2)
+    top = jnp.concatenate([Rt, -jnp.einsum("...ij,...j->...i", Rt, t)[..., None]], axis=-1)
+    return jnp.concatenate([top, jnp.broadcast_to(jnp.asarray([0, 0, 0, 1], T.dtype), top.shape[:-2] + (1, 4))],
+                           axis=-2)

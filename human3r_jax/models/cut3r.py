@@ -140,7 +140,8 @@ class Cut3r(nnx.Module):
         """Decoders, pose memory write and heads for encoded tokens.
 
         extra: optional (tokens [B, n, D], positions [B, n, 2], valid [B, n]) appended after the
-        image tokens (Human3R's human prompts); invalid ones are hidden from attention.
+        image tokens (Human3R's human prompts); invalid ones are hidden from attention (valid None:
+        all attend, as the official training's padded slots).
         Returns (outputs, candidate state, candidate memory, TTT3R gate logits or None); with
         `extra`, outputs["extra_tokens"] holds their decoder outputs X̂ [B, n, D].
         """
@@ -158,7 +159,8 @@ class Cut3r(nnx.Module):
             e_tok, e_pos, e_valid = extra
             x = jnp.concatenate([x, e_tok.astype(x.dtype)], axis=1)
             x_pos = jnp.concatenate([x_pos, e_pos.astype(pos.dtype)], axis=1)
-            x_mask = jnp.concatenate([jnp.ones((b, 1 + n), bool), e_valid], axis=1)
+            if e_valid is not None:
+                x_mask = jnp.concatenate([jnp.ones((b, 1 + n), bool), e_valid], axis=1)
         grid_pos = self.state_positions()
         state_pos = jnp.broadcast_to(jnp.asarray(grid_pos), (b,) + grid_pos.shape)
         if taps is not None:

@@ -116,15 +116,20 @@ class HumanHead(nnx.Module):
             taps["det_offset"] = offset
         return (cell + 0.5 + offset) * self.patch
 
-    def prompts(self, z_h, feat, pos, loc, img_res: int, hw, patch: int, taps=None):
-        """Human prompt tokens e = mlp_fuse([z_h ‖ c_h]) at the CUT3R patch of each head, and its position."""
+    @staticmethod
+    def head_tokens(feat, pos, loc, img_res: int, hw, patch: int):
+        """CUT3R token c_h [B, S, De] and position [B, S, 2] at the patch holding each head pixel
+        `loc` [B, S, 2] of the padded square."""
         h, w = hw
         uv = unpad_uv(loc, img_res, h, w)
         col = jnp.floor(uv[..., 0] / patch).astype(jnp.int32)
         row = jnp.floor(uv[..., 1] / patch).astype(jnp.int32)
         tok = row * (w // patch) + col
-        c_h = jnp.take_along_axis(feat, tok[..., None], axis=1)
-        pos_h = jnp.take_along_axis(pos, tok[..., None], axis=1)
+        return jnp.take_along_axis(feat, tok[..., None], axis=1), jnp.take_along_axis(pos, tok[..., None], axis=1)
+
+    def prompts(self, z_h, feat, pos, loc, img_res: int, hw, patch: int, taps=None):
+        """Human prompt tokens e = mlp_fuse([z_h ‖ c_h]) at the CUT3R patch of each head, and its position."""
+        c_h, pos_h = self.head_tokens(feat, pos, loc, img_res, hw, patch)
         fuse_in = jnp.concatenate([z_h, c_h.astype(z_h.dtype)], axis=-1)
         e = self.mlp_fuse(fuse_in)
         if taps is not None:

@@ -1,0 +1,335 @@
+"""The training loop: initialisation, the jitted train step, orbax checkpoints with exact resume,
+TensorBoard and console logs, data parallelism over local devices.
+
+    state = TrainState(step, trainable params (nested), optimizer state)
+    train_step(state, fixed, frozen, body_model, batch) -> (state', metrics)
+
+Exact resume: every random choice of the data is a function of (seed, batch number) (see
+data/bedlam.py), the step itself draws no random numbers, and a checkpoint holds the step, the
+trainable parameters and the optimizer state. Restarting from step N therefore replays batches
+N, N+1, … exactly as an uninterrupted run; the fixed and frozen parameters come again from the
+initialisation, which is fingerprinted in the checkpoint and checked on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from human3r_jax import checkpoint as ckpt
+from human3r_jax.config import Human3rConfig, preset
+from human3r_jax.models.smplx import load_smplx
+from human3r_jax.train import optim
+from human3r_jax.train.config import TrainConfig
+from human3r_jax.train.forward import train_forward
+from human3r_jax.train.losses import total_loss
+from human3r_jax.train.targets import complete_targets
+
+log = logging.getLogger("human3r_jax.train")
+
+BATCH_KEYS = ("img", "ray_map", "img_mask", "ray_mask", "depth", "valid", "K", "c2w", "human_mask", "smpl_mask",
+              "smpl_root_pose", "smpl_body_pose", "smpl_jaw_pose", "smpl_leye_pose", "smpl_reye_pose",
+              "smpl_left_hand_pose", "smpl_right_hand_pose", "smpl_betas", "smpl_transl")
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or continue (bad initialisation files, a diverged loss, a mismatched resume)."""
+
+
+class TrainState(NamedTuple):
+    step: jax.Array     # [] int32: updates done = the next batch number
+    trainable: Any      # nested dict of the trainable parameters
+    opt_state: Any
+
+
+# ---------------------------------------------------------------- model and initialisation
+
+
+def model_config(cfg: TrainConfig) -> Human3rConfig:
+    hcfg = preset(cfg.model)
+    if not isinstance(hcfg, Human3rConfig):
+        raise TrainError(f"model={cfg.model!r} is not a Human3R preset")
+    return dataclasses.replace(hcfg, max_humans=cfg.max_humans)
+
+
+def _copy_into(flat: dict, source: dict, what: str) -> int:
+    for k, v in source.items():
+        if k not in flat:
+            raise TrainError(f"{what}: parameter {k} has no place in the Human3R tree")
+        if tuple(flat[k].shape) != tuple(np.shape(v)):
+            raise TrainError(f"{what}: {k} has shape {tuple(np.shape(v))}, the model expects {tuple(flat[k].shape)}")
+        flat[k] = np.asarray(v, np.float32)
+    return len(source)
+
+
+def _cut3r_params(path: str) -> dict:
+    """A converted CUT3R checkpoint dir, or the official .pth converted on the fly → flat dict."""
+    p = Path(path)
+    if p.is_dir():
+        _, _, params = ckpt.load(p)
+        return ckpt.flatten(nnx.to_pure_dict(params))
+    from human3r_jax.converters.convert import convert_file
+
+    _, params, _ = convert_file(p)
+    return ckpt.flatten(params)
+
+
+def init_params(cfg: TrainConfig, hcfg: Human3rConfig, model) -> dict:
+    """Flat float32 parameters: random (seeded) for the new modules, then CUT3R and Multi-HMR
+    weights where they exist (the official initialisation), or a whole Human3R checkpoint."""
+    flat = ckpt.flatten(ckpt.random_params(model, cfg.seed))
+    if cfg.init:
+        _, _, params = ckpt.load(cfg.init)
+        _copy_into(flat, ckpt.flatten(nnx.to_pure_dict(params)), cfg.init)
+    elif not cfg.random_init:
+        if not (cfg.init_cut3r and cfg.init_multihmr):
+            raise TrainError("set init_cut3r and init_multihmr (the official initialisation), or init "
+                             "(a converted Human3R checkpoint), or random_init=True")
+        n = _copy_into(flat, _cut3r_params(cfg.init_cut3r), cfg.init_cut3r)
+        from human3r_jax.converters.convert import convert_multihmr_file
+
+        m = _copy_into(flat, ckpt.flatten(convert_multihmr_file(cfg.init_multihmr, hcfg)), cfg.init_multihmr)
+        log.info("initialised %d tensors from %s and %d from %s", n, cfg.init_cut3r, m, cfg.init_multihmr)
+    return flat
+
+
+def fingerprint(flat: dict) -> str:
+    """A digest of parameters (to check that a resume uses the same initialisation)."""
+    h = hashlib.sha256()
+    for k in sorted(flat):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(np.asarray(flat[k], np.float32)).tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- the step
+
+
+def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx):
+    """The pure train step (jit it with the shardings of `Trainer`)."""
+
+    def loss_fn(trainable, fixed, frozen, body_model, batch):
+        params = ckpt.unflatten({**ckpt.flatten(trainable), **fixed, **frozen})
+        model = nnx.merge(graphdef, nnx.State(params))
+        tgt = complete_targets(body_model, batch, hcfg.img_res, hcfg.dino.patch_size)
+        pred = train_forward(model, batch, tgt, remat=cfg.remat)
+        loss, details = total_loss(body_model, pred, tgt, batch, cfg.conf_alpha)
+        details["humans"] = tgt["smpl_mask"].sum().astype(jnp.float32)
+        return loss, details
+
+    def train_step(state: TrainState, fixed, frozen, body_model, batch):
+        grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1) if cfg.clip_includes_fixed else 0, has_aux=True)
+        (_, metrics), grads = grad_fn(state.trainable, fixed, frozen, body_model, batch)
+        g_train, norm = (grads[0], optim.global_norm(*grads)) if cfg.clip_includes_fixed \
+            else (grads, optim.global_norm(grads))
+        g_train = optim.clip_by_global_norm(g_train, norm, cfg.clip_norm)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts and float32
+            updates, opt_state = tx.update(g_train, state.opt_state, state.trainable)
+            lr = optim.schedule(cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.total_steps)(state.step)
+        trainable = optax.apply_updates(state.trainable, updates)
+        metrics.update(grad_norm=norm, lr=lr)
+        return TrainState(state.step + 1, trainable, opt_state), metrics
+
+    return train_step
+
+
+# ---------------------------------------------------------------- the run
+
+
+# Fields that do not change the compiled step: Trainers differing only in these share one jit.
+RUN_ONLY_FIELDS = ("workdir", "data_root", "split", "init_cut3r", "init_multihmr", "init", "random_init", "smplx",
+                   "seed", "max_steps", "save_every", "keep", "keep_period", "log_every", "prefetch", "data_parallel")
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_step(step_cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx, replicated):
+    return jax.jit(make_train_step(step_cfg, hcfg, graphdef, tx), out_shardings=(replicated, replicated),
+                   donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=8)
+def optimizer(step_cfg: TrainConfig, trainable_shapes: tuple):
+    """One optax transformation per (config, trainable tree), so that equal Trainers share a step."""
+    shapes = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in trainable_shapes}
+    return optim.make_optimizer(shapes, lr=step_cfg.lr, min_lr=step_cfg.min_lr,
+                                warmup_steps=step_cfg.warmup_steps, total_steps=step_cfg.total_steps,
+                                weight_decay=step_cfg.weight_decay, b1=step_cfg.b1, b2=step_cfg.b2)
+
+
+class Trainer:
+    """Builds everything a run needs; `run()` trains to `total_steps` (or `max_steps`)."""
+
+    def __init__(self, cfg: TrainConfig, log_to_tensorboard: bool = True):
+        import orbax.checkpoint as ocp
+
+        self.cfg = cfg
+        self.hcfg = model_config(cfg)
+        self.workdir = Path(cfg.workdir).absolute()
+        devices = jax.local_devices() if cfg.data_parallel else jax.local_devices()[:1]
+        if cfg.batch_size % len(devices):
+            raise TrainError(f"batch_size={cfg.batch_size} does not split over {len(devices)} devices")
+        if not cfg.smplx:
+            raise TrainError("set smplx: the SMPL-X model (SMPLX_NEUTRAL.npz or its folder) completes the ground truth")
+        self.body_model = load_smplx(cfg.smplx, num_betas=11)
+        dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else None
+        if cfg.compute_dtype not in ("bfloat16", "float32"):
+            raise TrainError(f"compute_dtype={cfg.compute_dtype!r}: use bfloat16 or float32")
+        model = ckpt.abstract_model(self.hcfg, dtype)
+        self.graphdef = nnx.graphdef(model)
+        flat = init_params(cfg, self.hcfg, model)
+        trainable, fixed, frozen = optim.split_params(flat)
+        self.init_fingerprint = fingerprint({**fixed, **frozen})
+        self.n_trainable = int(sum(v.size for v in trainable.values()))
+        step_cfg = dataclasses.replace(cfg, **{f: getattr(TrainConfig, f) for f in RUN_ONLY_FIELDS})
+        self.tx = optimizer(step_cfg, tuple((k, tuple(np.shape(v))) for k, v in sorted(trainable.items())))
+        trainable = ckpt.unflatten(trainable)
+
+        self.mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.batch_sharding = NamedSharding(self.mesh, P("data"))
+        put = lambda t: jax.device_put(t, self.replicated)
+        self.fixed, self.frozen, self.body_model = put(fixed), put(frozen), put(self.body_model)
+        state = TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable))
+        self.state = put(state)
+        self.step_fn = compiled_step(step_cfg, self.hcfg, self.graphdef, self.tx, self.replicated)
+
+        self.manager = ocp.CheckpointManager(
+            self.workdir / "checkpoints",
+            options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, keep_period=cfg.keep_period,
+                                                 save_interval_steps=cfg.save_every, create=True),
+            item_names=("state", "meta"))
+        self.writer = None
+        if log_to_tensorboard:
+            from human3r_jax.train.tblog import TensorBoardWriter
+
+            self.writer = TensorBoardWriter(self.workdir / "logs")
+
+    # -------------------------------------------------------- checkpoints
+
+    def meta(self) -> dict:
+        return {"step": int(self.state.step), "seed": self.cfg.seed, "init_fingerprint": self.init_fingerprint,
+                "config": json.loads(json.dumps(dataclasses.asdict(self.cfg), default=str))}
+
+    def save(self, force: bool = False) -> bool:
+        import orbax.checkpoint as ocp
+
+        step = int(self.state.step)
+        saved = self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(self.state), meta=ocp.args.JsonSave(self.meta())), force=force)
+        return bool(saved)
+
+    def restore_latest(self) -> int | None:
+        """Continue from the newest checkpoint in the workdir, if any. → its step."""
+        import orbax.checkpoint as ocp
+
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self.state)
+        try:
+            got = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for a damaged or mismatched checkpoint
+            raise TrainError(f"{self.workdir / 'checkpoints' / str(step)}: cannot restore this checkpoint ({e}); "
+                             "move it away to resume from an earlier one") from None
+        meta = got["meta"]
+        if meta.get("seed") != self.cfg.seed:
+            raise TrainError(f"{self.workdir}: the checkpoint's run used seed {meta.get('seed')}, not {self.cfg.seed}; "
+                             "the data order would differ")
+        if meta.get("init_fingerprint") != self.init_fingerprint:
+            raise TrainError(f"{self.workdir / 'checkpoints' / str(step)}: saved from a different initialisation "
+                             f"(fingerprint {meta.get('init_fingerprint')} ≠ {self.init_fingerprint}); use the same "
+                             "init files, or a new workdir")
+        self.state = TrainState(*got["state"])
+        return step
+
+    def export(self, out_dir: str | Path | None = None) -> Path:
+        """The current weights as a converted checkpoint, for `human3r-jax reconstruct`."""
+        flat = {**ckpt.flatten(jax.device_get(self.state.trainable)), **jax.device_get(self.fixed),
+                **jax.device_get(self.frozen)}
+        out = Path(out_dir) if out_dir else self.workdir / "export" / f"step_{int(self.state.step)}"
+        return ckpt.save(out, self.hcfg, ckpt.unflatten(flat), source={"trained_steps": int(self.state.step)},
+                         overwrite=True)
+
+    # -------------------------------------------------------- steps
+
+    def device_batch(self, batch: dict) -> dict:
+        missing = [k for k in BATCH_KEYS if k not in batch]
+        if missing:
+            raise TrainError(f"the data pipeline's batch lacks {missing}")
+        return jax.device_put({k: batch[k] for k in BATCH_KEYS}, self.batch_sharding)
+
+    def train_step(self, batch: dict) -> dict:
+        self.state, metrics = self.step_fn(self.state, self.fixed, self.frozen, self.body_model,
+                                           self.device_batch(batch))
+        return metrics
+
+    def batches(self, start_step: int):
+        from human3r_jax.data.bedlam import BedlamIndex, iterate
+
+        cfg = self.cfg
+        if not cfg.data_root:
+            raise TrainError("set data_root: the preprocessed BEDLAM folder")
+        index = BedlamIndex(cfg.data_root, split=cfg.split, num_views=cfg.num_views)
+        return iterate(index, batch_size=cfg.batch_size, seed=cfg.seed, start_step=start_step,
+                       resolutions=cfg.resolutions, aug_crop=cfg.aug_crop, max_humans=cfg.max_humans,
+                       prefetch=cfg.prefetch)
+
+    def run(self, progress: bool = True) -> dict:
+        """Train until total_steps (or max_steps); checkpoints every save_every steps and at the end.
+        → the last logged metrics."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        start = self.restore_latest() or 0
+        end = min(cfg.total_steps, cfg.max_steps) if cfg.max_steps else cfg.total_steps
+        if start:
+            log.info("resuming at step %d", start)
+        last, t0, n0 = {}, time.perf_counter(), start
+        bar = tqdm(total=end, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+        batches = self.batches(start)
+        try:
+            for step in range(start, end):
+                metrics = self.train_step(next(batches))
+                bar.update(1)
+                if (step + 1) % cfg.log_every == 0 or step + 1 == end:
+                    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    if not math.isfinite(last["loss"]):
+                        raise TrainError(f"step {step}: the loss is {last['loss']} ({last}); the last checkpoint "
+                                         f"is step {self.manager.latest_step()}")
+                    dt = (time.perf_counter() - t0) / (step + 1 - n0)
+                    t0, n0 = time.perf_counter(), step + 1
+                    last["s_per_step"] = dt
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
+                    bar.write(console_line(step + 1, end, last))
+                    if self.writer:
+                        self.writer.scalars(step + 1, last)
+                self.save()
+        finally:
+            bar.close()
+        if self.manager.latest_step() != int(self.state.step):
+            self.save(force=True)
+        self.manager.wait_until_finished()
+        if self.writer:
+            self.writer.flush()
+        return last
+
+
+def console_line(step: int, total: int, m: dict) -> str:
+    return (f"step {step}/{total}  loss {m['loss']:.4f} (pts {m['loss_pts']:.4f} rgb {m['loss_rgb']:.4f} "
+            f"smpl {m['loss_smpl']:.4f})  humans {m['humans']:.0f}  |g| {m['grad_norm']:.3f}  "
+            f"lr {m['lr']:.2e}  {m['s_per_step']:.2f} s/step")
