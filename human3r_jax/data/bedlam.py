@@ -60,6 +60,7 @@ import importlib
 import logging
 import os
 import pickle
+import re
 import weakref
 import zipfile
 from collections.abc import Sequence
@@ -782,8 +783,9 @@ class BatchIterator:
         tf = import_tensorflow()
         try:
             return next(self._it)
-        except tf.errors.OpError as e:  # a DataError raised inside tf.data arrives wrapped
-            raise DataError(e.message.strip().splitlines()[-1] if e.message else str(e)) from None
+        except tf.errors.OpError as e:  # a DataError raised inside tf.data arrives wrapped in TF's text
+            found = re.search(r"DataError: (.+)", e.message or "")
+            raise DataError(found.group(1).strip() if found else f"data pipeline: {e.message}") from None
 
     def close(self) -> None:
         self._it = None  # the last reference: TensorFlow cancels and joins its workers here
