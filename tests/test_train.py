@@ -118,6 +118,11 @@ def test_bad_inputs_give_clear_errors(synth, smplx_root, tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
     with pytest.raises(TrainError, match="set smplx"):
         Trainer(tiny(synth, smplx_root, tmp_path / "w2", smplx=None), log_to_tensorboard=False)
+    diverged = Trainer(tiny(synth, smplx_root, tmp_path / "w5", max_steps=3, save_every=1), log_to_tensorboard=False)
+    diverged.train_step = lambda batch: {"loss": np.float32("nan")}
+    with pytest.raises(TrainError, match="step 0: the loss is nan"):
+        diverged.run(progress=False)
+    assert diverged.manager.latest_step() is None  # nothing saved from a diverged step
     with pytest.raises(TrainError, match="init_cut3r and init_multihmr"):
         Trainer(tiny(synth, smplx_root, tmp_path / "w3", random_init=False), log_to_tensorboard=False)
 
@@ -183,3 +188,21 @@ def test_data_parallel_over_two_host_devices_matches_one(data_parallel_run, synt
             assert not d2.any(), f"{k} changed only in the data-parallel run"
             continue
         assert np.linalg.norm(d2 - d1) / np.linalg.norm(d1) < 1e-2, k
+
+
+@pytest.mark.slow
+def test_bfloat16_with_remat_trains(synth, smplx_root, tmp_path):
+    """The official precision setting (bf16 compute, float32 parameters, heads and losses) with
+    rematerialisation: finite, close to float32 on the first step, and decreasing."""
+    f32 = Trainer(tiny(synth, smplx_root, tmp_path / "f32"), log_to_tensorboard=False)
+    bf16 = Trainer(tiny(synth, smplx_root, tmp_path / "bf16", compute_dtype="bfloat16", remat=True),
+                   log_to_tensorboard=False)
+    batch = next(f32.batches(0))
+    l32 = float(f32.train_step(batch)["loss"])
+    # flax's LayerNorm mixes bf16 inputs with its float32 statistics implicitly: standard promotion here
+    with jax.numpy_dtype_promotion("standard"):
+        l16 = float(bf16.train_step(batch)["loss"])
+        batches = bf16.batches(1)
+        losses = [l16] + [float(bf16.train_step(next(batches))["loss"]) for _ in range(15)]
+    assert l16 == pytest.approx(l32, rel=5e-2)
+    assert np.isfinite(losses).all() and np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4]), losses

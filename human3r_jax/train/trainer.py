@@ -182,6 +182,9 @@ class Trainer:
         devices = jax.local_devices() if cfg.data_parallel else jax.local_devices()[:1]
         if cfg.batch_size % len(devices):
             raise TrainError(f"batch_size={cfg.batch_size} does not split over {len(devices)} devices")
+        if cfg.total_steps <= 0:
+            raise TrainError(f"no steps: epochs={cfg.epochs} × samples_per_epoch={cfg.samples_per_epoch} "
+                             f"// batch_size={cfg.batch_size} is 0")
         if not cfg.smplx:
             raise TrainError("set smplx: the SMPL-X model (SMPLX_NEUTRAL.npz or its folder) completes the ground truth")
         self.body_model = load_smplx(cfg.smplx, num_betas=11)
@@ -300,17 +303,19 @@ class Trainer:
         if start:
             log.info("resuming at step %d", start)
         last, t0, n0 = {}, time.perf_counter(), start
-        bar = tqdm(total=end, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
         batches = self.batches(start)
+        bar = tqdm(total=end, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
         try:
             for step in range(start, end):
                 metrics = self.train_step(next(batches))
                 bar.update(1)
+                loss = float(metrics["loss"])  # every step, as the original: no diverged weights are saved
+                if not math.isfinite(loss):
+                    raise TrainError(f"step {step}: the loss is {loss} "
+                                     f"({ {k: float(v) for k, v in jax.device_get(metrics).items()} }); "
+                                     f"the last checkpoint is step {self.manager.latest_step()}")
                 if (step + 1) % cfg.log_every == 0 or step + 1 == end:
                     last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    if not math.isfinite(last["loss"]):
-                        raise TrainError(f"step {step}: the loss is {last['loss']} ({last}); the last checkpoint "
-                                         f"is step {self.manager.latest_step()}")
                     dt = (time.perf_counter() - t0) / (step + 1 - n0)
                     t0, n0 = time.perf_counter(), step + 1
                     last["s_per_step"] = dt
@@ -321,6 +326,7 @@ class Trainer:
                 self.save()
         finally:
             bar.close()
+            batches.close()
         if self.manager.latest_step() != int(self.state.step):
             self.save(force=True)
         self.manager.wait_until_finished()
