@@ -91,16 +91,20 @@ def main() -> None:
     cfg = TrainConfig(model=args.preset, random_init=True, smplx=args.smplx or default_smplx(), batch_size=args.batch,
                       num_views=args.views, max_humans=args.humans, resolutions=((w, h),), compute_dtype=args.dtype,
                       remat=args.remat, workdir=tempfile.mkdtemp(prefix="bench_train_"), samples_per_epoch=1000 * args.batch)
+    t0 = time.perf_counter()
     trainer = Trainer(cfg, log_to_tensorboard=False)
+    print(f"set-up (random init, SMPL-X): {time.perf_counter() - t0:.1f} s", flush=True)
     batch = fake_batch(args.batch, args.views, h, w, args.humans)
     t0 = time.perf_counter()
     jax.block_until_ready(trainer.train_step(batch))
     compile_s = time.perf_counter() - t0
+    print(f"first step (compile + run): {compile_s:.1f} s", flush=True)
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
         jax.block_until_ready(trainer.train_step(batch))
         times.append(time.perf_counter() - t0)
+        print(f"step: {times[-1]:.2f} s", flush=True)
     step_s = float(np.median(times))
     device = jax.devices()[0]
     result = {

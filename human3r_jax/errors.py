@@ -4,11 +4,11 @@ from human3r_jax.checkpoint import CheckpointFormatError
 from human3r_jax.converters.parity import FixtureError
 from human3r_jax.converters.rules import ConversionError
 from human3r_jax.converters.torch_zip import CheckpointError
+from human3r_jax.data.bedlam import DataError
+from human3r_jax.data.bedlam_preprocess import BedlamError
 from human3r_jax.data.images import ImageError
 from human3r_jax.data.video import InputError
 from human3r_jax.models.smplx import SmplxError
-from human3r_jax.data.bedlam import DataError
-from human3r_jax.data.bedlam_preprocess import BedlamError
 from human3r_jax.train.config import ConfigError
 from human3r_jax.train.trainer import TrainError
 from human3r_jax.viewer import ViewerError
