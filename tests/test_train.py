@@ -82,9 +82,11 @@ def test_resume_equals_straight_run(synth, smplx_root, tmp_path):
     a, b = flat_params(straight), flat_params(second)
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-6, err_msg=k)
-    mu_a = jax.tree.leaves(straight.state.opt_state)
-    mu_b = jax.tree.leaves(second.state.opt_state)
-    for x, y in zip(mu_a, mu_b):
+    # the optimizer moments and the carried gradients of the fixed group (the official clip norm's)
+    state_a = jax.tree.leaves((straight.state.opt_state, straight.state.fixed_grads))
+    state_b = jax.tree.leaves((second.state.opt_state, second.state.fixed_grads))
+    assert len(state_a) == len(state_b) and any(np.any(np.asarray(x)) for x in jax.tree.leaves(second.state.fixed_grads))
+    for x, y in zip(state_a, state_b):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6)
 
 
@@ -116,6 +118,8 @@ def test_bad_inputs_give_clear_errors(synth, smplx_root, tmp_path, capsys):
     assert main(["train", "--config", "tiny_synthetic", "--set", f"smplx={smplx_root}",
                  "--set", f"data_root={tmp_path / 'nowhere'}", "--set", f"workdir={tmp_path / 'w'}"]) == 2
     assert "nowhere" in capsys.readouterr().err
+    with pytest.raises(TrainError, match="fixed_grads='often': use one of accumulate, fresh, ignore"):
+        Trainer(tiny(synth, smplx_root, tmp_path / "w4", fixed_grads="often"), log_to_tensorboard=False)
     with pytest.raises(TrainError, match="set smplx"):
         Trainer(tiny(synth, smplx_root, tmp_path / "w2", smplx=None), log_to_tensorboard=False)
     diverged = Trainer(tiny(synth, smplx_root, tmp_path / "w5", max_steps=3, save_every=1), log_to_tensorboard=False)

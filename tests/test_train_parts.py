@@ -84,14 +84,17 @@ def _spec_count(fname: str, pattern: str) -> int:
 
 
 def test_groups_match_the_official_freeze():
-    """Trainable = the spec's 67,681,561 (§4.8); fixed = the official `_is_frozen` modules."""
+    """Trainable = the spec's 67,681,561 (§4.8) less `masked_smpl_token` (1,024), which the official
+    optimizer lists but never changes (used only detached: no gradient, so AdamW skips it); fixed =
+    the official `_is_frozen` modules."""
     shapes = ckpt.param_shapes(ckpt.abstract_model(preset("human3r_896L")))
     trainable, fixed, frozen = optim.split_params(shapes)
     count = lambda d: sum(math.prod(s) for s in d.values())
-    assert count(trainable) == 67_681_561
+    assert count(trainable) == 67_681_561 - 1024
     assert count(trainable) == _spec_count(
         "human3r_state_dict_shapes.txt",
-        r"^(downstream_head\.(mlp_fuse|decpose|decshape|decexpression|deccam|mlp_msk)\.|masked_smpl_token$|mhmr_masked_smpl_token$)")
+        r"^(downstream_head\.(mlp_fuse|decpose|decshape|decexpression|deccam|mlp_msk)\.|mhmr_masked_smpl_token$)")
+    assert "masked_smpl_token" in frozen and "mhmr_masked_smpl_token" in trainable
     fixed_spec = _spec_count("human3r_state_dict_shapes.txt",
                              r"^(dec_blocks\.|dec_blocks_state\.|pose_retriever\.|pose_token$|register_tokens\.|"
                              r"decoder_embed\.|decoder_embed_state\.|dec_norm\.|dec_norm_state\.|"
@@ -125,7 +128,9 @@ def test_clip_like_torch():
     np.testing.assert_allclose(np.asarray(optim.clip_by_global_norm(g, n, 10.0)["a"]), [3.0, 4.0])
 
 
-def test_adamw_decays_padding_tokens_without_gradient():
+def test_adamw_decays_a_zero_gradient_token():
+    """mhmr_masked_smpl_token's gradient is exactly zero (it fills empty slots, whose losses are
+    masked) but not None, so torch's AdamW decays it: so does ours."""
     params = {"tok": jnp.ones((1, 4)), "b": jnp.ones(4)}
     tx = optim.make_optimizer(params, lr=1e-2, min_lr=1e-3, warmup_steps=0, total_steps=10)
     state = tx.init(params)
@@ -135,6 +140,30 @@ def test_adamw_decays_padding_tokens_without_gradient():
     new = optax.apply_updates(params, upd)
     np.testing.assert_allclose(np.asarray(new["tok"]), 1 - 1e-2 * 0.05, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(new["b"]), 1.0)
+
+
+def test_clip_gradients_accumulates_the_fixed_group_like_the_original():
+    """Two steps by hand: g_train = (0, 4), g_fixed = (3, 0) each step, max_norm 1."""
+    gt, gf = {"t": jnp.asarray([0.0, 4.0])}, {"f": jnp.asarray([3.0, 0.0])}
+    zero = {"f": jnp.zeros(2)}
+    # step 1: norm 5; the carried fixed gradient becomes (3, 0)·c1
+    t1, carried, n1 = optim.clip_gradients(gt, gf, zero, "accumulate", 1.0)
+    c1 = 1 / (5 + 1e-6)
+    assert float(n1) == pytest.approx(5.0)
+    np.testing.assert_allclose(np.asarray(carried["f"]), [3 * c1, 0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(t1["t"]), [0, 4 * c1], rtol=1e-6)
+    # step 2: the fixed gradient is (3 + 3·c1, 0), so the norm is larger than a fresh step's 5
+    t2, carried, n2 = optim.clip_gradients(gt, gf, carried, "accumulate", 1.0)
+    n2_hand = math.hypot(3 + 3 * c1, 4)
+    assert float(n2) == pytest.approx(n2_hand, rel=1e-6)
+    np.testing.assert_allclose(np.asarray(carried["f"]), [(3 + 3 * c1) / (n2_hand + 1e-6), 0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(t2["t"]), [0, 4 / (n2_hand + 1e-6)], rtol=1e-6)
+    # "fresh": this step's fixed gradient only, nothing carried; "ignore": trainable only
+    t, carried_f, n = optim.clip_gradients(gt, gf, {}, "fresh", 1.0)
+    assert float(n) == pytest.approx(5.0) and carried_f == {}
+    t, _, n = optim.clip_gradients(gt, None, {}, "ignore", 1.0)
+    assert float(n) == pytest.approx(4.0)
+    np.testing.assert_allclose(np.asarray(t["t"]), [0, 4 / (4 + 1e-6)], rtol=1e-6)
 
 
 # ---------------------------------------------------------------- configs

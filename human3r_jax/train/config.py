@@ -50,7 +50,8 @@ class TrainConfig:
     b1: float = 0.9
     b2: float = 0.95
     clip_norm: float = 1.0
-    clip_includes_fixed: bool = True       # the official norm also counts the decoders' gradients
+    fixed_grads: str = "accumulate"        # the decoders' gradients in the clip norm: "accumulate" (the
+                                           # original: never zeroed), "fresh" (this step's), "ignore"
     conf_alpha: float = 0.2
     compute_dtype: str = "bfloat16"        # or "float32"; parameters, heads and losses stay float32
     remat: bool = True                     # rematerialise each view's decoder pass in the backward

@@ -2,10 +2,15 @@
 warm-up + half-cosine schedule, and the official gradient clipping.
 
 Three groups of parameters (dotted paths of our tree), matched in order:
-  * TRAINABLE: the prompt generator, SMPL-X heads, mask head and padding tokens — updated;
+  * TRAINABLE: the prompt generator, SMPL-X heads, mask head and the prior's padding token — updated;
   * FIXED: decoders, state/pose tokens, pose memory and the CUT3R heads — gradients flow through
     them and, as in the official `_is_frozen` parameters, count in the clipping norm; not updated;
   * everything else is FROZEN (encoders, DINOv2, detection MLPs, buffers): no gradient at all.
+
+`masked_smpl_token` is FROZEN although the official optimizer lists it: it is only used detached
+(token_fuse), so its `.grad` stays None and torch's AdamW skips it (no update, no weight decay).
+`mhmr_masked_smpl_token` does get a gradient (exactly zero: it fills empty slots, whose losses are
+masked), so AdamW decays it there as here.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from human3r_jax.checkpoint import unflatten
 
 TRAINABLE = (
     r"^human\.(mlp_fuse|decpose|decshape|decexpression|deccam|mlp_msk)\.",
-    r"^(masked_smpl_token|mhmr_masked_smpl_token)$",
+    r"^mhmr_masked_smpl_token$",
 )
 FIXED = (
     r"^decoder\.", r"^state_embed\.", r"^pose_token$", r"^register_tokens$", r"^pose_retriever\.",
@@ -70,3 +75,24 @@ def clip_by_global_norm(grads, norm, max_norm: float):
     """torch.nn.utils.clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6))."""
     scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
     return jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+
+
+FIXED_GRADS = ("accumulate", "fresh", "ignore")
+
+
+def clip_gradients(g_train, g_fixed, carried, mode: str, max_norm: float):
+    """The official clipping of one step. → (clipped trainable gradients, new carried fixed gradients,
+    the norm before clipping).
+
+    mode "accumulate" is the original's behaviour: the FIXED parameters keep `requires_grad`, sit
+    outside the optimizer, and nothing zeroes their `.grad`, so each step adds to it, the clip
+    scales it in place with the rest, and it counts in every later norm:
+    G_t = c_t (G_{t-1} + g_t), c_t = min(1, max_norm / (‖(g_train, G_{t-1} + g_t)‖ + 1e-6)).
+    "fresh" counts only this step's fixed gradients; "ignore" leaves them out (g_fixed None).
+    """
+    if mode == "accumulate":
+        g_fixed = jax.tree.map(jnp.add, carried, g_fixed)
+    norm = global_norm(g_train, g_fixed)  # None has no leaves
+    if mode == "accumulate":
+        carried = clip_by_global_norm(g_fixed, norm, max_norm)
+    return clip_by_global_norm(g_train, norm, max_norm), carried, norm

@@ -54,6 +54,7 @@ class TrainState(NamedTuple):
     step: jax.Array     # [] int32: updates done = the next batch number
     trainable: Any      # nested dict of the trainable parameters
     opt_state: Any
+    fixed_grads: Any    # {path: array} the carried gradients of the fixed group (fixed_grads="accumulate"), else {}
 
 
 # ---------------------------------------------------------------- model and initialisation
@@ -132,17 +133,18 @@ def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx):
         return loss, details
 
     def train_step(state: TrainState, fixed, frozen, body_model, batch):
-        grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1) if cfg.clip_includes_fixed else 0, has_aux=True)
+        with_fixed = cfg.fixed_grads != "ignore"
+        grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1) if with_fixed else 0, has_aux=True)
         (_, metrics), grads = grad_fn(state.trainable, fixed, frozen, body_model, batch)
-        g_train, norm = (grads[0], optim.global_norm(*grads)) if cfg.clip_includes_fixed \
-            else (grads, optim.global_norm(grads))
-        g_train = optim.clip_by_global_norm(g_train, norm, cfg.clip_norm)
+        g_train, g_fixed = grads if with_fixed else (grads, None)
+        g_train, fixed_grads, norm = optim.clip_gradients(g_train, g_fixed, state.fixed_grads, cfg.fixed_grads,
+                                                          cfg.clip_norm)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts and float32
             updates, opt_state = tx.update(g_train, state.opt_state, state.trainable)
             lr = optim.schedule(cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.total_steps)(state.step)
         trainable = optax.apply_updates(state.trainable, updates)
         metrics.update(grad_norm=norm, lr=lr)
-        return TrainState(state.step + 1, trainable, opt_state), metrics
+        return TrainState(state.step + 1, trainable, opt_state, fixed_grads), metrics
 
     return train_step
 
@@ -191,6 +193,8 @@ class Trainer:
         dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else None
         if cfg.compute_dtype not in ("bfloat16", "float32"):
             raise TrainError(f"compute_dtype={cfg.compute_dtype!r}: use bfloat16 or float32")
+        if cfg.fixed_grads not in optim.FIXED_GRADS:
+            raise TrainError(f"fixed_grads={cfg.fixed_grads!r}: use one of {', '.join(optim.FIXED_GRADS)}")
         model = ckpt.abstract_model(self.hcfg, dtype)
         self.graphdef = nnx.graphdef(model)
         flat = init_params(cfg, self.hcfg, model)
@@ -206,7 +210,8 @@ class Trainer:
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
         put = lambda t: jax.device_put(t, self.replicated)
         self.fixed, self.frozen, self.body_model = put(fixed), put(frozen), put(self.body_model)
-        state = TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable))
+        carried = {k: np.zeros(v.shape, np.float32) for k, v in fixed.items()} if cfg.fixed_grads == "accumulate" else {}
+        state = TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable), carried)
         self.state = put(state)
         self.step_fn = compiled_step(step_cfg, self.hcfg, self.graphdef, self.tx, self.replicated)
 
