@@ -327,3 +327,17 @@ def test_main(release, capsys):
                     "--workers", "1", "--limit", "2", "--quiet"]) == 0
     assert "wrote 2 sequences (5 frames)" in capsys.readouterr().out
     assert sorted(os.listdir(release.out / "Training")) == [f"{SCENE_A}_seq_000000", f"{SCENE_A}_seq_000001"]
+
+
+def test_masks_read_as_opencv_greyscale(tmp_path):
+    """8-bit grey as is, RGB through the luma, 16-bit by its high byte (OpenCV's 8-bit read), not
+    clipped at 255 as PIL's own conversion would."""
+    grey = np.array([[0, 7, 128, 255]], np.uint8)
+    PIL.Image.fromarray(grey).save(tmp_path / "g.png")
+    np.testing.assert_array_equal(bp._read_gray(tmp_path / "g.png"), grey)
+    PIL.Image.fromarray(np.repeat(grey[..., None], 3, -1)).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(bp._read_gray(tmp_path / "rgb.png"), grey)
+    deep = np.array([[0, 255, 256, 40000, 65535]], np.uint16)
+    PIL.Image.fromarray(deep).save(tmp_path / "d.png")
+    assert PIL.Image.open(tmp_path / "d.png").mode.startswith("I")
+    np.testing.assert_array_equal(bp._read_gray(tmp_path / "d.png"), [[0, 0, 1, 156, 255]])

@@ -267,8 +267,11 @@ def _check_image(path: Path) -> tuple[int, int]:
 
 
 def _read_gray(path: Path) -> np.ndarray:
-    """[H,W] uint8 grey levels of an image."""
+    """[H,W] uint8 grey levels of an image, as OpenCV's 8-bit greyscale read: a 16-bit image keeps
+    its high byte (PIL's own conversion would clip it at 255)."""
     with _image_errors(path), PIL.Image.open(path) as im:
+        if im.mode.startswith("I"):
+            return (np.asarray(im, np.uint32) >> 8).astype(np.uint8)
         return np.asarray(im.convert("L"))
 
 
