@@ -72,3 +72,20 @@ def tiny_model():
     """(cfg, graphdef, params) of a tiny random CUT3R (12 state tokens: a non-square state grid)."""
     graphdef, params = ckpt.random_model(TINY, seed=0)
     return TINY, graphdef, params
+
+
+def write_multihmr(path: Path) -> dict:
+    """A Multi-HMR checkpoint (its own key names and an extra module of its own) holding the
+    human3r_tiny fixture's backbone and detection MLPs, saved with torch at `path`. → its state dict."""
+    import torch
+
+    from human3r_jax.converters.convert import read_official
+
+    state, _ = read_official(shared_path("fixtures", "human3r_tiny", "checkpoint.pth"))
+    mhmr = {"module." + k: torch.from_numpy(v.array.copy()) for k, v in state.items() if k.startswith("backbone.")}
+    for k, v in state.items():
+        if k.startswith(("downstream_head.mlp_classif.", "downstream_head.mlp_offset.")):
+            mhmr["module." + k[len("downstream_head."):]] = torch.from_numpy(v.array.copy())
+    mhmr["module.x_attention_head.transformer.w"] = torch.zeros(3)  # Multi-HMR's own head: not part of Human3R
+    torch.save({"model_state_dict": mhmr, "epoch": 1}, path)
+    return mhmr

@@ -17,7 +17,7 @@ from human3r_jax.converters.convert import (convert_file, convert_multihmr_file,
 from human3r_jax.converters.rules import ConversionError, cut3r_config_from_args, plan_mapping
 from human3r_jax.converters.torch_zip import Opaque, read_checkpoint
 
-from conftest import TINY_DINO, shared_path
+from conftest import TINY_DINO, shared_path, write_multihmr
 
 torch = pytest.importorskip("torch")
 
@@ -224,16 +224,8 @@ def test_human3r_needs_known_backbone_widths(tiny_official):
 
 def test_multihmr_checkpoint_initialises_backbone_and_detector(tmp_path):
     """A Multi-HMR checkpoint (its own key names, extra modules) → our backbone and detection MLPs."""
-    path = shared_path("fixtures", "human3r_tiny", "checkpoint.pth")
-    cfg, params, _ = convert_file(path, TINY_DINO)
-    state, _ = read_official(path)
-    mhmr = {k: torch.from_numpy(v.array.copy()) for k, v in state.items() if k.startswith("backbone.")}
-    for k, v in state.items():
-        if k.startswith(("downstream_head.mlp_classif.", "downstream_head.mlp_offset.")):
-            mhmr["module." + k[len("downstream_head."):]] = torch.from_numpy(v.array.copy())
-    mhmr = {("module." + k if not k.startswith("module.") else k): v for k, v in mhmr.items()}
-    mhmr["module.x_attention_head.transformer.w"] = torch.zeros(3)  # Multi-HMR's own head: not part of Human3R
-    torch.save({"model_state_dict": mhmr, "epoch": 1}, tmp_path / "multiHMR.pt")
+    cfg, params, _ = convert_file(shared_path("fixtures", "human3r_tiny", "checkpoint.pth"), TINY_DINO)
+    mhmr = write_multihmr(tmp_path / "multiHMR.pt")
     init = ckpt.flatten(convert_multihmr_file(tmp_path / "multiHMR.pt", cfg))
     ref = ckpt.flatten(params)
     assert set(init) == {k for k in ref if k.startswith(("backbone.", "human.mlp_classif.", "human.mlp_offset."))}

@@ -19,9 +19,10 @@ from flax import nnx
 
 pytest.importorskip("tensorflow", reason="the training extra is not installed: pip install -e '.[train]'")
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, shared_path, write_multihmr  # noqa: E402
 from human3r_jax import checkpoint as ckpt  # noqa: E402
 from human3r_jax.cli import main  # noqa: E402
+from human3r_jax.converters.convert import convert_file, convert_multihmr_file  # noqa: E402
 from human3r_jax.data.synthetic import make_synthetic_bedlam  # noqa: E402
 from human3r_jax.train import optim  # noqa: E402
 from human3r_jax.train.config import TrainConfig  # noqa: E402
@@ -112,6 +113,33 @@ def test_train_command_logs_checkpoints_and_exports(synth, smplx_root, tmp_path,
     meta = json.loads((work / "checkpoints" / "4" / "meta" / "metadata").read_text())
     assert meta["step"] == 4 and meta["seed"] == 0
     assert (work / "export" / "step_4" / "config.json").exists()
+
+
+def test_official_initialisation_from_cut3r_and_multihmr_files(synth, smplx_root, tmp_path):
+    """init_cut3r (an official .pth, converted on the fly) + init_multihmr: every CUT3R tensor and
+    the prior's backbone and detector come from the files, the new modules keep their seeded
+    initialisation, and a resume with another initialisation is refused."""
+    cut3r = shared_path("fixtures", "cut3r_tiny", "checkpoint.pth")
+    write_multihmr(tmp_path / "multiHMR.pt")
+    cfg = tiny(synth, smplx_root, tmp_path / "w", random_init=False, init_cut3r=str(cut3r),
+               init_multihmr=str(tmp_path / "multiHMR.pt"))
+    trainer = Trainer(cfg, log_to_tensorboard=False)
+    got = flat_params(trainer)
+    from_cut3r = ckpt.flatten(convert_file(cut3r)[1])
+    from_mhmr = ckpt.flatten(convert_multihmr_file(tmp_path / "multiHMR.pt", trainer.hcfg))
+    seeded = ckpt.flatten(ckpt.random_params(ckpt.abstract_model(trainer.hcfg), cfg.seed))
+    assert len(from_cut3r) > 100 and any(k.startswith("backbone.") for k in from_mhmr)
+    for k in got:
+        want = from_cut3r.get(k, from_mhmr.get(k, seeded[k]))
+        np.testing.assert_array_equal(got[k], want, err_msg=k)
+    rest = set(got) - set(from_cut3r) - set(from_mhmr)
+    assert {"human.mlp_fuse.fc1.kernel", "human.decpose.fc1.kernel", "mhmr_masked_smpl_token"} <= rest
+    decoder_key = min(k for k in from_cut3r if k.startswith("decoder."))
+    assert not np.array_equal(got[decoder_key], seeded[decoder_key])  # the files did replace the seeded init
+    assert trainer.save(force=True)
+    trainer.manager.wait_until_finished()
+    with pytest.raises(TrainError, match="saved from a different initialisation"):
+        Trainer(tiny(synth, smplx_root, tmp_path / "w"), log_to_tensorboard=False).restore_latest()
 
 
 def test_bad_inputs_give_clear_errors(synth, smplx_root, tmp_path, capsys):
