@@ -112,6 +112,16 @@ def test_index_exclusions_and_skip(root, caplog):
     assert idx.min_frames == 3 and idx.num_starts == 8 + 5 + 1
     assert idx.locate(0) == (0, 0) and idx.locate(7) == (0, 7) and idx.locate(8) == (1, 0) and idx.locate(13) == (2, 0)
     assert len(B.INVALID_SEQUENCES) == 141
+    # the official test set (no allow_repeat): 4 frames needed, so scene_c (3 frames) is skipped, and
+    # every start has 3 frames after it, so no sample repeats a frame
+    strict = B.BedlamIndex(root, "train", allow_repeat=False)
+    assert [s.name for s in strict.sequences] == ["scene_a_seq_000000", "scene_b_seq_000001"]
+    assert strict.min_frames == 4 and strict.num_starts == 7 + 4
+    rng = np.random.default_rng(0)
+    for k in range(strict.num_starts):
+        i, start = strict.locate(k)
+        views = B.sample_frame_positions(len(strict.sequences[i].frames), start, 4, rng)
+        assert len(set(views)) == 4 and views[0] == start
 
 
 def test_index_errors(tmp_path, root):

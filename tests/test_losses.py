@@ -188,3 +188,59 @@ def test_gt_bodies_are_the_smplx_forward(body_model):
     np.testing.assert_allclose(np.asarray(tgt["smpl_v3d"][0, 0]),
                                np.asarray(body.vertices + batch["smpl_transl"][0, 0, :, None]), atol=1e-5)
     np.testing.assert_allclose(np.asarray(tgt["smpl_transl"][0, 0]), np.asarray(tgt["smpl_j3d"][0, 0, :, 15]))
+
+
+# ---------------------------------------------------------------- the official test criterion
+
+
+def test_lower_median_and_group_scale_are_torch_nanmedian():
+    """lower_median ≡ torch.nanmedian (the lower middle value of an even count); group_scale ≡ the
+    official get_group_pointcloud_center_scale, transcribed with torch."""
+    torch = pytest.importorskip("torch")
+    r = np.random.default_rng(1)
+    x = r.normal(size=(4, 7)).astype(F)
+    keep = r.uniform(size=(4, 7)) > 0.4
+    keep[0] = [True, True, False, True, False, False, False]  # 3 kept: odd
+    keep[1] = [True, True, True, True, False, False, False]   # 4 kept: even
+    keep[2] = False                                           # none: NaN
+    got = np.asarray(L.lower_median(jnp.asarray(x), jnp.asarray(keep), axis=1))
+    want = torch.nanmedian(torch.from_numpy(np.where(keep, x, np.nan)), dim=1).values.numpy()
+    np.testing.assert_array_equal(got, want)
+
+    pts = r.normal(size=(2, 3, 4, 5, 3)).astype(F) * 3
+    valid = r.uniform(size=(2, 3, 4, 5)) > 0.3
+    tp = torch.from_numpy(np.where(valid[..., None], pts, np.nan)).reshape(2, -1, 3)
+    centre = torch.nanmedian(tp, dim=1, keepdim=True).values
+    want = torch.nanmedian((tp - centre).norm(dim=-1), dim=1).values.numpy()
+    np.testing.assert_allclose(np.asarray(L.group_scale(jnp.asarray(pts), jnp.asarray(valid))), want, rtol=1e-6)
+
+
+def test_eval_loss_hand_cases(body_model):
+    """Regression terms summed (not averaged) over the 2V view terms; the scale-invariant copy
+    vanishes for a prediction that is the GT scaled; RGB as the per-pixel L2 norm; SMPL as training."""
+    batch = _gt_batch()  # B=1, V=2, 48×64
+    tgt = human_targets(body_model, batch, img_res=112, patch=14)
+    pred = _exact_predictions(batch, tgt, 1.5)
+    r = np.random.default_rng(2)
+    shape = (1, 2, 48, 64)
+    valid = r.uniform(size=shape) > 0.2
+    gt_self = r.normal(size=shape + (3,)).astype(F) + [0, 0, 5]
+    gt_cross = r.normal(size=shape + (3,)).astype(F) + [0, 0, 5]
+    img = r.uniform(-1, 1, size=shape + (3,)).astype(F)
+    tgt = {**tgt, "pts_self": jnp.asarray(gt_self), "pts_cross": jnp.asarray(gt_cross)}
+    batch = {**batch, "valid": jnp.asarray(valid), "img": jnp.asarray(img), "img_mask": jnp.ones((1, 2), bool)}
+    smpl, _ = L.smpl_loss(body_model, pred, {**tgt, "K": batch["K"]}, batch["img_mask"], (48, 64))
+
+    # offsets of norm 5 (self) and 2 (cross) at every pixel; rgb off by a vector of norm 0.5
+    pred.update({"pts3d_in_self_view": jnp.asarray(gt_self + [3, 4, 0]), "pts3d_in_other_view": jnp.asarray(gt_cross + [0, 0, 2]),
+                 "rgb": jnp.asarray(img + [0, 0.3, 0.4])})
+    total, d = L.eval_loss(body_model, pred, tgt, batch)
+    assert float(d["loss_regr"]) == pytest.approx(2 * 5 + 2 * 2, rel=1e-5)
+    assert float(d["loss_rgb"]) == pytest.approx(0.5, rel=1e-5)
+    assert float(d["loss_regr_scale_inv"]) > 0.1
+    assert float(total) == pytest.approx(float(d["loss_regr"] + d["loss_regr_scale_inv"] + d["loss_rgb"] + smpl), rel=1e-6)
+
+    # the GT scaled by 2.5: the metric term sees it, the scale-invariant one does not
+    pred.update({"pts3d_in_self_view": jnp.asarray(gt_self * 2.5), "pts3d_in_other_view": jnp.asarray(gt_cross * 2.5)})
+    _, d = L.eval_loss(body_model, pred, tgt, batch)
+    assert float(d["loss_regr"]) > 1.0 and float(d["loss_regr_scale_inv"]) < 1e-5

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,7 +41,8 @@ def tiny(synth, smplx_root, workdir, **kw) -> TrainConfig:
     base = dict(model="human3r_tiny", random_init=True, smplx=str(smplx_root), data_root=str(synth),
                 batch_size=2, max_humans=4, resolutions=((64, 48),), aug_crop=4, samples_per_epoch=60, epochs=2,
                 warmup_epochs=0.1, lr=1e-3, min_lr=1e-4, compute_dtype="float32", remat=False,
-                save_every=1000, keep=2, keep_period=None, log_every=1000, workdir=str(workdir), prefetch=1)
+                save_every=1000, keep=2, keep_period=None, log_every=1000, workdir=str(workdir), prefetch=1,
+                eval_every=0)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -99,7 +101,8 @@ def test_resume_refuses_another_seed_or_initialisation(synth, smplx_root, tmp_pa
 
 def test_train_command_logs_checkpoints_and_exports(synth, smplx_root, tmp_path, capsys):
     work = tmp_path / "cli"
-    cfg = tiny(synth, smplx_root, work, max_steps=4, save_every=2, log_every=2)
+    cfg = tiny(synth, smplx_root, work, max_steps=4, save_every=2, log_every=2, eval_every=2, eval_samples=4,
+               eval_resolution=(64, 48))
     sets = []
     for f in dataclasses.fields(TrainConfig):
         v = getattr(cfg, f.name)
@@ -113,6 +116,19 @@ def test_train_command_logs_checkpoints_and_exports(synth, smplx_root, tmp_path,
     meta = json.loads((work / "checkpoints" / "4" / "meta" / "metadata").read_text())
     assert meta["step"] == 4 and meta["seed"] == 0
     assert (work / "export" / "step_4" / "config.json").exists()
+    # evaluations before step 0, at step 2 and at the end; the best one exported
+    evals = re.findall(r"eval at step (\d+): loss median ([\d.]+)", out.err + out.out)
+    assert [int(s) for s, _ in evals] == [0, 2, 4]
+    assert meta["best_eval"] == pytest.approx(min(float(v) for _, v in evals), abs=1e-4)
+    best = json.loads((work / "export" / "best" / "config.json").read_text())
+    assert best["source"]["trained_steps"] == [int(s) for s, v in evals if float(v) == min(float(v) for _, v in evals)][0]
+    # resumed to step 6: no second evaluation of step 4, and the best so far carried in the checkpoint
+    assert main(["train", "--config", "tiny_synthetic", "--quiet", *sets, "--set", "max_steps=6"]) == 0
+    out = capsys.readouterr()
+    more = re.findall(r"eval at step (\d+): loss median ([\d.]+)", out.err + out.out)
+    assert [int(s) for s, _ in more] == [6]
+    meta = json.loads((work / "checkpoints" / "6" / "meta" / "metadata").read_text())
+    assert meta["best_eval"] == pytest.approx(min(float(v) for _, v in evals + more), abs=1e-4)
 
 
 def test_official_initialisation_from_cut3r_and_multihmr_files(synth, smplx_root, tmp_path):

@@ -268,11 +268,13 @@ def is_excluded(name: str) -> bool:
 class BedlamIndex:
     """The usable sequences of one split, sorted by name.
 
-    A sample starts at any frame with at least `min_frames - 1` frames after it (`min_frames` =
-    max(num_views // 3, 3), the official `allow_repeat` cut-off); `num_starts` counts those frames.
+    A sample starts at any frame with at least `min_frames - 1` frames after it; `num_starts` counts
+    those frames. With `allow_repeat` (the official training set) `min_frames` = max(num_views // 3, 3)
+    and a short tail repeats frames; without it (the official test set) `min_frames` = num_views.
     """
 
-    def __init__(self, root: str | Path, split: str = "Training", num_views: int = 4, skip_invalid: bool = True):
+    def __init__(self, root: str | Path, split: str = "Training", num_views: int = 4, skip_invalid: bool = True,
+                 allow_repeat: bool = True):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"BEDLAM root {root} does not exist or is not a folder")
@@ -285,7 +287,7 @@ class BedlamIndex:
             raise DataError(f"{split_dir}: split folder missing (the preprocessing writes {root}/Training "
                             f"and {root}/Test)")
         self.root, self.split, self.num_views = root, SPLITS[split], num_views
-        self.min_frames = max(num_views // 3, 3)
+        self.min_frames = max(num_views // 3, 3) if allow_repeat else num_views
         sequences = []
         for seq_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             if skip_invalid and is_excluded(seq_dir.name):

@@ -56,6 +56,13 @@ class TrainConfig:
     compute_dtype: str = "bfloat16"        # or "float32"; parameters, heads and losses stay float32
     remat: bool = True                     # rematerialise each view's decoder pass in the backward
     data_parallel: bool = True             # shard the batch over all local devices
+    # evaluation: the official test set (1000 samples of the Test split at 512×288, seed 42) before
+    # training, every eval_every steps and at the end; the best (median loss) is exported
+    eval_every: int = 500                  # steps (one official epoch); 0: no evaluation
+    eval_samples: int = 1000
+    eval_split: str = "Test"
+    eval_resolution: tuple = (512, 288)    # (W, H)
+    eval_seed: int = 42
     # run
     seed: int = 0
     workdir: str = "runs/human3r"

@@ -156,6 +156,53 @@ def smpl_loss(body_model: SmplxModel, pred, tgt, img_mask, hw):
     return total, terms
 
 
+# ---------------------------------------------------------------- the official test criterion
+
+
+def lower_median(x, mask, axis: int):
+    """torch.nanmedian over `axis` of the elements `mask` keeps (the others as NaN): the lower of
+    the two middle values for an even count, NaN where none is kept."""
+    x = jnp.sort(jnp.where(mask, x, jnp.nan), axis=axis)  # NaNs sort last
+    n = mask.sum(axis=axis, keepdims=True)
+    picked = jnp.take_along_axis(x, jnp.maximum((n - 1) // 2, 0), axis=axis)
+    return jnp.squeeze(jnp.where(n > 0, picked, jnp.nan), axis)
+
+
+def group_scale(pts, valid):
+    """get_group_pointcloud_center_scale: per sample, the median distance of the valid points of all
+    views to their per-coordinate median. pts [B, V, H, W, 3], valid [B, V, H, W] → [B]."""
+    b = pts.shape[0]
+    flat, m = pts.reshape(b, -1, 3), valid.reshape(b, -1)
+    centre = lower_median(flat, m[..., None], axis=1)  # [B, 3]
+    return lower_median(jnp.linalg.norm(flat - centre[:, None], axis=-1), m, axis=1)
+
+
+def regression_sum(pred_self, pred_cross, tgt, valid):
+    """Regr3DPose(L21, gt_scale=True, sky_loss_value=0) with its 'mean' reduction: the sum of the 2V
+    per-view means of ‖P̂ − P‖ over the valid pixels of all samples (metres; no pose term)."""
+    dist = lambda p, g: per_view(masked_mean, jnp.linalg.norm(p - g, axis=-1), valid)
+    return (dist(pred_self, tgt["pts_self"]) + dist(pred_cross, tgt["pts_cross"])).sum()
+
+
+def eval_loss(body_model: SmplxModel, pred, tgt, batch):
+    """The official test criterion (config test_criterion) and its parts:
+    Regr3DPose(L21, '?avg_dis', gt_scale=True, sky_loss_value=0)
+    + Regr3DPose_ScaleInv(same): the prediction rescaled by gt scale / predicted scale (group_scale,
+      self and cross apart, the predicted one clipped to [1e-3, 1e3])
+    + RGBLoss(L21): per-pixel ‖rgb − img‖, averaged over views
+    + SMPLLoss(L1), as in training."""
+    valid = batch["valid"]
+    p_self, p_cross = pred["pts3d_in_self_view"], pred["pts3d_in_other_view"]
+    regr = regression_sum(p_self, p_cross, tgt, valid)
+    rescale = lambda p, g: p * (group_scale(g, valid) / jnp.clip(group_scale(p, valid), 1e-3, 1e3))[:, None, None, None, None]
+    regr_si = regression_sum(rescale(p_self, tgt["pts_self"]), rescale(p_cross, tgt["pts_cross"]), tgt, valid)
+    rgb = per_view(lambda p, g: jnp.mean(jnp.linalg.norm(p - g, axis=-1)), pred["rgb"], batch["img"]).mean()
+    smpl, smpl_terms = smpl_loss(body_model, pred, {**tgt, "K": batch["K"]}, batch["img_mask"], batch["img"].shape[2:4])
+    total = regr + regr_si + rgb + smpl
+    return total, dict(loss=total, loss_regr=regr, loss_regr_scale_inv=regr_si, loss_rgb=rgb, loss_smpl=smpl,
+                       **{f"smpl_{k}": v for k, v in smpl_terms.items()})
+
+
 def total_loss(body_model: SmplxModel, pred, tgt, batch, alpha: float = 0.2):
     """The training objective and its parts (a flat dict of scalars for logging)."""
     pts, pts_terms = pointmap_loss(pred, tgt, batch["valid"], batch["img_mask"], alpha)

@@ -36,7 +36,7 @@ from human3r_jax.models.smplx import load_smplx
 from human3r_jax.train import optim
 from human3r_jax.train.config import TrainConfig
 from human3r_jax.train.forward import train_forward
-from human3r_jax.train.losses import total_loss
+from human3r_jax.train.losses import eval_loss, total_loss
 from human3r_jax.train.targets import complete_targets
 
 log = logging.getLogger("human3r_jax.train")
@@ -120,14 +120,29 @@ def fingerprint(flat: dict) -> str:
 # ---------------------------------------------------------------- the step
 
 
+def predict(hcfg: Human3rConfig, graphdef, trainable, fixed, frozen, body_model, batch, remat: bool = False):
+    """Targets of the batch and the training forward's predictions. → (pred, tgt)"""
+    params = ckpt.unflatten({**ckpt.flatten(trainable), **fixed, **frozen})
+    model = nnx.merge(graphdef, nnx.State(params))
+    tgt = complete_targets(body_model, batch, hcfg.img_res, hcfg.dino.patch_size)
+    return train_forward(model, batch, tgt, remat=remat), tgt
+
+
+def make_eval_step(hcfg: Human3rConfig, graphdef):
+    """The pure evaluation step: the official test criterion's parts (losses.eval_loss) of a batch."""
+
+    def eval_step(trainable, fixed, frozen, body_model, batch):
+        pred, tgt = predict(hcfg, graphdef, trainable, fixed, frozen, body_model, batch)
+        return eval_loss(body_model, pred, tgt, batch)[1]
+
+    return eval_step
+
+
 def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx):
     """The pure train step (jit it with the shardings of `Trainer`)."""
 
     def loss_fn(trainable, fixed, frozen, body_model, batch):
-        params = ckpt.unflatten({**ckpt.flatten(trainable), **fixed, **frozen})
-        model = nnx.merge(graphdef, nnx.State(params))
-        tgt = complete_targets(body_model, batch, hcfg.img_res, hcfg.dino.patch_size)
-        pred = train_forward(model, batch, tgt, remat=cfg.remat)
+        pred, tgt = predict(hcfg, graphdef, trainable, fixed, frozen, body_model, batch, cfg.remat)
         loss, details = total_loss(body_model, pred, tgt, batch, cfg.conf_alpha)
         details["humans"] = tgt["smpl_mask"].sum().astype(jnp.float32)
         return loss, details
@@ -154,13 +169,19 @@ def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx):
 
 # Fields that do not change the compiled step: Trainers differing only in these share one jit.
 RUN_ONLY_FIELDS = ("workdir", "data_root", "split", "init_cut3r", "init_multihmr", "init", "random_init", "smplx",
-                   "seed", "max_steps", "save_every", "keep", "keep_period", "log_every", "prefetch", "data_parallel")
+                   "seed", "max_steps", "save_every", "keep", "keep_period", "log_every", "prefetch", "data_parallel",
+                   "eval_every", "eval_samples", "eval_split", "eval_resolution", "eval_seed")
 
 
 @functools.lru_cache(maxsize=8)
 def compiled_step(step_cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx, replicated):
     return jax.jit(make_train_step(step_cfg, hcfg, graphdef, tx), out_shardings=(replicated, replicated),
                    donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_eval_step(hcfg: Human3rConfig, graphdef, replicated):
+    return jax.jit(make_eval_step(hcfg, graphdef), out_shardings=replicated)
 
 
 @functools.lru_cache(maxsize=8)
@@ -195,6 +216,9 @@ class Trainer:
             raise TrainError(f"compute_dtype={cfg.compute_dtype!r}: use bfloat16 or float32")
         if cfg.fixed_grads not in optim.FIXED_GRADS:
             raise TrainError(f"fixed_grads={cfg.fixed_grads!r}: use one of {', '.join(optim.FIXED_GRADS)}")
+        if cfg.eval_every and cfg.eval_samples < cfg.batch_size:
+            raise TrainError(f"eval_samples={cfg.eval_samples} is less than one batch ({cfg.batch_size}); "
+                             "set eval_every=0 to train without evaluation")
         model = ckpt.abstract_model(self.hcfg, dtype)
         self.graphdef = nnx.graphdef(model)
         flat = init_params(cfg, self.hcfg, model)
@@ -214,6 +238,9 @@ class Trainer:
         state = TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable), carried)
         self.state = put(state)
         self.step_fn = compiled_step(step_cfg, self.hcfg, self.graphdef, self.tx, self.replicated)
+        self.eval_fn = compiled_eval_step(self.hcfg, self.graphdef, self.replicated)
+        self.best_eval = math.inf  # the lowest evaluation loss (median over batches) so far
+        self._eval_index = None
 
         self.manager = ocp.CheckpointManager(
             self.workdir / "checkpoints",
@@ -230,6 +257,7 @@ class Trainer:
 
     def meta(self) -> dict:
         return {"step": int(self.state.step), "seed": self.cfg.seed, "init_fingerprint": self.init_fingerprint,
+                "best_eval": None if math.isinf(self.best_eval) else self.best_eval,
                 "config": json.loads(json.dumps(dataclasses.asdict(self.cfg), default=str))}
 
     def save(self, force: bool = False) -> bool:
@@ -263,6 +291,7 @@ class Trainer:
                              f"(fingerprint {meta.get('init_fingerprint')} ≠ {self.init_fingerprint}); use the same "
                              "init files, or a new workdir")
         self.state = TrainState(*got["state"])
+        self.best_eval = math.inf if meta.get("best_eval") is None else float(meta["best_eval"])
         return step
 
     def export(self, out_dir: str | Path | None = None) -> Path:
@@ -297,6 +326,46 @@ class Trainer:
                        resolutions=cfg.resolutions, aug_crop=cfg.aug_crop, max_humans=cfg.max_humans,
                        prefetch=cfg.prefetch)
 
+    def evaluate(self) -> dict:
+        """The official test-set evaluation of the current weights: eval_samples // batch_size fixed
+        batches of the eval split (no repeated frames, no crop enlargement, no colour jitter, one
+        resolution, seed eval_seed) through the training forward; the test criterion's parts averaged
+        over batches (`*_avg`) and the loss's median over batches (`loss_med`, the lower middle value,
+        as the original's best-checkpoint criterion)."""
+        from human3r_jax.data.bedlam import BedlamIndex, iterate
+
+        cfg = self.cfg
+        if not cfg.data_root:
+            raise TrainError("set data_root: the preprocessed BEDLAM folder")
+        if self._eval_index is None:
+            self._eval_index = BedlamIndex(cfg.data_root, split=cfg.eval_split, num_views=cfg.num_views,
+                                           allow_repeat=False)
+        batches = iterate(self._eval_index, batch_size=cfg.batch_size, seed=cfg.eval_seed,
+                          resolutions=(tuple(cfg.eval_resolution),), aug_crop=0, jitter=False,
+                          max_humans=cfg.max_humans, prefetch=cfg.prefetch)
+        try:
+            rows = [jax.device_get(self.eval_fn(self.state.trainable, self.fixed, self.frozen, self.body_model,
+                                                self.device_batch(next(batches))))
+                    for _ in range(cfg.eval_samples // cfg.batch_size)]
+        finally:
+            batches.close()
+        out = {f"{k}_avg": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        out["loss_med"] = float(sorted(float(r["loss"]) for r in rows)[(len(rows) - 1) // 2])
+        return out
+
+    def _evaluate_and_keep_best(self, write) -> None:
+        step = int(self.state.step)
+        m = self.evaluate()
+        best = m["loss_med"] < self.best_eval
+        if best:
+            self.best_eval = m["loss_med"]
+            self.export(self.workdir / "export" / "best")
+        write(f"eval at step {step}: loss median {m['loss_med']:.4f} mean {m['loss_avg']:.4f} "
+              f"(regr {m['loss_regr_avg']:.4f} scale-inv {m['loss_regr_scale_inv_avg']:.4f} "
+              f"rgb {m['loss_rgb_avg']:.4f} smpl {m['loss_smpl_avg']:.4f})" + ("  best -> export/best" if best else ""))
+        if self.writer:
+            self.writer.scalars(step, {f"test/{k}": v for k, v in m.items()})
+
     def run(self, progress: bool = True) -> dict:
         """Train until total_steps (or max_steps); checkpoints every save_every steps and at the end.
         → the last logged metrics."""
@@ -311,6 +380,8 @@ class Trainer:
         batches = self.batches(start)
         bar = tqdm(total=end, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
         try:
+            if cfg.eval_every and start == 0 < end:  # the initial weights, as the original's epoch 0
+                self._evaluate_and_keep_best(bar.write)
             for step in range(start, end):
                 metrics = self.train_step(next(batches))
                 bar.update(1)
@@ -328,6 +399,10 @@ class Trainer:
                     bar.write(console_line(step + 1, end, last))
                     if self.writer:
                         self.writer.scalars(step + 1, last)
+                if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == end):
+                    t_eval = time.perf_counter()
+                    self._evaluate_and_keep_best(bar.write)  # before the save: its best_eval is in the checkpoint
+                    t0 += time.perf_counter() - t_eval  # s/step counts training only
                 self.save()
         finally:
             bar.close()
