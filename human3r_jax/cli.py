@@ -56,7 +56,9 @@ def _train(args) -> int:
     from human3r_jax.train.config import apply_overrides, load_config
     from human3r_jax.train.trainer import Trainer
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # our own progress at INFO; orbax and absl report every checkpoint write at INFO: warnings only
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("human3r_jax").setLevel(logging.INFO)
     cfg = apply_overrides(load_config(args.config), args.set or [])
     trainer = Trainer(cfg)
     print(f"human3r-jax train: {cfg.model}, {trainer.n_trainable:,} trainable parameters, "

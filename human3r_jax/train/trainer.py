@@ -382,6 +382,7 @@ class Trainer:
         try:
             if cfg.eval_every and start == 0 < end:  # the initial weights, as the original's epoch 0
                 self._evaluate_and_keep_best(bar.write)
+                t0 = time.perf_counter()
             for step in range(start, end):
                 metrics = self.train_step(next(batches))
                 bar.update(1)

@@ -7,11 +7,14 @@ Command:
     human3r-jax train --config tiny_synthetic --set data_root=/tmp/synth --set smplx=body_models \
         --set workdir=/tmp/tiny_run
 
-Expected runtime: about 4 minutes on a 2-core CPU: two compilations (one per resolution, ~80 s
-each), then ~1 s per step for 40 steps.
+Expected runtime: about 4 minutes on a 2-core CPU (measured 4 min 14 s, peak RSS 3.3 GB): three
+compilations (the train step at each of the two resolutions and the evaluation step, ~1 min each),
+then ~0.8 s per step for 40 steps, and evaluations of 2 test batches before step 1 and at steps 20
+and 40.
 Expected result: the loss falls (tests/test_train.py's 30-step run of this model on this data,
-at one resolution, ends below half its starting level), and /tmp/tiny_run/export/step_40 loads in
-`human3r-jax reconstruct --checkpoint`.
+at one resolution, ends below half its starting level; the measured run went from 19.4 at step 10
+to 9.6 at step 40, the test loss median from 365 before training to about 170), and
+/tmp/tiny_run/export/step_40 and export/best load in `human3r-jax reconstruct --checkpoint`.
 """
 
 from human3r_jax.train.config import TrainConfig
