@@ -315,14 +315,18 @@ class Trainer:
                                            self.device_batch(batch))
         return metrics
 
+    def data_index(self, split: str, allow_repeat: bool = True):
+        from human3r_jax.data.bedlam import BedlamIndex
+
+        if not self.cfg.data_root:
+            raise TrainError("set data_root: the preprocessed BEDLAM folder")
+        return BedlamIndex(self.cfg.data_root, split=split, num_views=self.cfg.num_views, allow_repeat=allow_repeat)
+
     def batches(self, start_step: int):
-        from human3r_jax.data.bedlam import BedlamIndex, iterate
+        from human3r_jax.data.bedlam import iterate
 
         cfg = self.cfg
-        if not cfg.data_root:
-            raise TrainError("set data_root: the preprocessed BEDLAM folder")
-        index = BedlamIndex(cfg.data_root, split=cfg.split, num_views=cfg.num_views)
-        return iterate(index, batch_size=cfg.batch_size, seed=cfg.seed, start_step=start_step,
+        return iterate(self.data_index(cfg.split), batch_size=cfg.batch_size, seed=cfg.seed, start_step=start_step,
                        resolutions=cfg.resolutions, aug_crop=cfg.aug_crop, max_humans=cfg.max_humans,
                        prefetch=cfg.prefetch)
 
@@ -332,14 +336,11 @@ class Trainer:
         resolution, seed eval_seed) through the training forward; the test criterion's parts averaged
         over batches (`*_avg`) and the loss's median over batches (`loss_med`, the lower middle value,
         as the original's best-checkpoint criterion)."""
-        from human3r_jax.data.bedlam import BedlamIndex, iterate
+        from human3r_jax.data.bedlam import iterate
 
         cfg = self.cfg
-        if not cfg.data_root:
-            raise TrainError("set data_root: the preprocessed BEDLAM folder")
         if self._eval_index is None:
-            self._eval_index = BedlamIndex(cfg.data_root, split=cfg.eval_split, num_views=cfg.num_views,
-                                           allow_repeat=False)
+            self._eval_index = self.data_index(cfg.eval_split, allow_repeat=False)
         batches = iterate(self._eval_index, batch_size=cfg.batch_size, seed=cfg.eval_seed,
                           resolutions=(tuple(cfg.eval_resolution),), aug_crop=0, jitter=False,
                           max_humans=cfg.max_humans, prefetch=cfg.prefetch)
