@@ -6,8 +6,8 @@ Each rule maps an official key (regex) to our dotted path and names the transfor
   convT   ConvTranspose2d weight [I, O, k, k] (kernel = stride) → [I, k, k, O]
   copy    as stored (biases, LayerNorm scales, tokens, embeddings)
   alias   a second name of another entry's storage: checked to be identical, not mapped
-The first matching rule wins. `map_state_dict` applies the table and reports every unmatched,
-unused, missing or mis-shaped key at once.
+The first matching rule wins. `plan_mapping` applies the table to the shapes alone and reports every
+unmatched, unused, missing or mis-shaped key at once; `apply_plan` then reads and moves the tensors.
 """
 
 from __future__ import annotations
@@ -274,17 +274,12 @@ def _raise_if(source: str, groups) -> None:
         raise ConversionError(f"{source}: the state_dict does not fit the model:\n" + "\n".join(problems))
 
 
-def map_state_dict(state: Mapping[str, Any], target: Mapping[str, tuple], rules: list[Rule],
-                   source: str = "checkpoint", storage_of: Callable[[str], Any] | None = None) -> dict[str, np.ndarray]:
-    """Map official `state` (key → array) onto `target` (our dotted path → shape) → {path: float32 array}.
-
-    Alias entries must share their source's storage (`storage_of(key)`) or hold identical values.
-    """
-    arrays = {k: np.asarray(v) for k, v in state.items()}
-    plan = plan_mapping({k: a.shape for k, a in arrays.items()}, target, rules, source)
+def apply_plan(plan: Plan, read: Callable[[str], np.ndarray], source: str = "checkpoint",
+               same_view: Callable[[str, str], bool] | None = None) -> dict[str, np.ndarray]:
+    """Read (`read(key)`) and transform the planned entries → {our path: float32 array}. Only planned entries
+    are read. An alias must be the same view of its source's storage (`same_view`) or hold identical values."""
     bad = [f"{a} differs from {src}" for a, src in plan.aliases
-           if not (storage_of and storage_of(a) is not None and storage_of(a) == storage_of(src))
-           and not np.array_equal(arrays[a], arrays[src])]
+           if not (same_view and same_view(a, src)) and not np.array_equal(read(a), read(src))]
     _raise_if(source, [("broken alias", bad)])
-    return {path: np.ascontiguousarray(transform(kind, arrays[key]), dtype=np.float32)
+    return {path: np.array(transform(kind, read(key)), dtype=np.float32, order="C")
             for path, (key, kind) in plan.moves.items()}
