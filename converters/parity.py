@@ -23,6 +23,7 @@ from human3r_jax import runtime
 from human3r_jax.converters.convert import convert_file
 from human3r_jax.config import DinoConfig, Human3rConfig
 from human3r_jax.models.cut3r import Frame, StepOptions
+from human3r_jax.npz import read_npz
 
 FILES = ("checkpoint.pth", "config.json", "inputs.npz", "outputs.npz", "intermediates.npz")
 # Pixels whose raw z is this close to 0 may flip sign under float32 noise (linear head, pos_z).
@@ -119,15 +120,9 @@ def load_fixture(path: str | Path) -> dict:
         raise FixtureError(f"{path}: missing {', '.join(missing)} (a fixture holds {', '.join(FILES)})")
     try:
         cfg = json.loads((path / "config.json").read_text())
-    except json.JSONDecodeError as e:
-        raise FixtureError(f"{path / 'config.json'}: invalid JSON ({e})") from None
-    arrays = {}
-    for name in ("inputs", "outputs", "intermediates"):
-        try:
-            with np.load(path / f"{name}.npz", allow_pickle=False) as z:
-                arrays[name] = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise FixtureError(f"{path / (name + '.npz')}: cannot read ({e})") from None
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise FixtureError(f"{path / 'config.json'}: cannot read as JSON ({e})") from None
+    arrays = {name: read_npz(path / f"{name}.npz", FixtureError) for name in ("inputs", "outputs", "intermediates")}
     return {"path": path, "config": cfg, **arrays}
 
 

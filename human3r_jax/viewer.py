@@ -5,20 +5,127 @@
 A frame slider shows that frame's confident points, every camera up to it (the current one
 highlighted) and its people's SMPL-X meshes coloured by track id; the confidence threshold and the
 point decimation are sliders too. Frames are read from OUT_DIR/frames as they are shown.
+
+Bad files and addresses end in one ViewerError line naming the file, entry or option at fault, before
+any server starts; a frame file that turns out bad later, from a slider, is reported in the page and
+the log while the server keeps running.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import re
+import socket
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from human3r_jax.export import drawing_focal, track_colour
 from human3r_jax.geometry import matrix_to_quat
+from human3r_jax.npz import read_npy, read_npz
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 30.0  # seconds for viser's server to come up (it takes well under one)
+_IN_USE = "the port is in use (choose another --port, or 0 for any free one)"
 
 
 class ViewerError(ValueError):
-    pass
+    """A reconstruction folder the viewer cannot show, or an address it cannot listen on."""
+
+
+def check_listen_address(host: str, port: int, timeout: float = 5.0) -> None:
+    """Raise ViewerError, in one line, unless a server can listen on (host, port).
+
+    viser cannot be left to find out: it binds in a thread of its own, where a port outside 0..65535
+    kills the thread while its constructor waits forever, and on a port it cannot bind (in use, or a
+    host it cannot resolve or assign) it silently tries the next one, up to 1000, then also waits forever
+    (`port_attempt += 1` in start_server, WebsockServer._background_worker, viser/infra/_infra.py).
+    A port in use is refused here: the user asked for that one (0 asks for any free port).
+    A dotted all-numeric host must be an IPv4 address (glibc would send 999.1.1.1 to DNS); a name is
+    resolved in a daemon thread given `timeout` seconds, so a lookup without network cannot hang.
+    Every address it resolves to is bound as asyncio's create_server binds it (SO_REUSEADDR, IPv6-only).
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ViewerError(f"--port {port}: a TCP port is a number from 0 to 65535 (0: any free port)")
+    if not host:
+        raise ViewerError("--host is empty: give an address such as 127.0.0.1 (0.0.0.0: every interface)")
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            socket.inet_aton(host)
+        except OSError:
+            raise ViewerError(f"--host {host}: not a valid IPv4 address") from None
+    for family, kind, proto, _, address in _resolve(host, port, timeout):
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind(address)
+        except OSError as e:
+            where = f"{address[0]}:{port}"
+            if e.errno == errno.EADDRINUSE:
+                raise ViewerError(f"cannot listen on {where}: {_IN_USE}") from None
+            hint = " (--host must be an address of this machine)" if e.errno == errno.EADDRNOTAVAIL else ""
+            raise ViewerError(f"cannot listen on {where}: {e.strerror or e}{hint}") from None
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[tuple]:
+    """socket.getaddrinfo as asyncio's create_server calls it, given at most `timeout` seconds."""
+    found: dict = {}
+
+    def lookup() -> None:
+        try:
+            found["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (OSError, ValueError) as e:  # ValueError: a name the IDNA codec refuses, a NUL byte
+            found["error"] = e
+
+    thread = threading.Thread(target=lookup, daemon=True, name="viewer-host-lookup")
+    thread.start()
+    thread.join(timeout)
+    if "error" in found:
+        e = found["error"]
+        raise ViewerError(f"--host {host}: cannot resolve ({getattr(e, 'strerror', None) or e})")
+    if "infos" not in found:
+        raise ViewerError(f"--host {host}: no answer from the name lookup within {timeout:g} s "
+                          "(no network? give an address such as 127.0.0.1)")
+    return found["infos"]
+
+
+def _start_server(viser, host: str, port: int, verbose: bool):
+    """viser's server, listening on exactly `port` (unless 0). Its constructor waits without a timeout
+    for its server thread to bind (`ready_sem.acquire()` in WebsockServer.start), so it runs here in a
+    daemon thread given START_TIMEOUT: a server thread that dies cannot hang the process."""
+    started: dict = {}
+
+    def start() -> None:
+        try:
+            started["server"] = viser.ViserServer(host=host, port=port, verbose=verbose)
+        except Exception as e:  # whatever viser raises ends in the one line below
+            started["error"] = e
+
+    thread = threading.Thread(target=start, daemon=True, name="viewer-start")
+    thread.start()
+    thread.join(START_TIMEOUT)
+    if "error" in started:
+        raise ViewerError(f"cannot start the viewer on {host}:{port}: {started['error']}")
+    if "server" not in started:
+        raise ViewerError(f"the viewer's server did not start on {host}:{port} within {START_TIMEOUT:g} s")
+    server = started["server"]
+    if port and server.get_port() != port:  # taken since check_listen_address: viser moved on silently
+        server.stop()
+        raise ViewerError(f"cannot listen on {host}:{port}: {_IN_USE}")
+    return server
+
+
+def _check(path: Path, key: str, a: np.ndarray, shape: tuple) -> np.ndarray:
+    """`a`, which must be a numeric array of `shape` (None: any length)."""
+    if a.dtype.kind not in "iuf" or a.ndim != len(shape) or any(s not in (None, n) for s, n in zip(shape, a.shape)):
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise ViewerError(f"{path}: entry {key!r} is {a.dtype} {list(a.shape)}; expected numbers of shape {want}")
+    return a
 
 
 class SceneViewer:
@@ -28,44 +135,91 @@ class SceneViewer:
         except ImportError:
             raise ViewerError("the viewer needs viser: pip install 'human3r-jax[viewer]'") from None
         self.out = Path(out_dir)
-        summary = self.out / "reconstruction.npz"
-        if not summary.is_file():
-            raise ViewerError(f"{self.out}: no reconstruction.npz (is this a `human3r-jax reconstruct` output?)")
-        with np.load(summary) as z:
-            self.summary = {k: z[k] for k in z.files}
+        self.summary = self._read_summary()
         self.n = len(self.summary["c2w"])
-        if self.n == 0:
-            raise ViewerError(f"{self.out}: the reconstruction has no frames")
         faces = self.out / "smplx_faces.npy"
-        self.faces = np.load(faces) if faces.is_file() else None
-        self.server = viser.ViserServer(host=host, port=port, verbose=verbose)
+        self.faces = self._read_faces(faces) if faces.is_file() else None
+        last = self._read_frame(self.n - 1)  # a bad file is refused before any server starts
+        check_listen_address(host, port)
+        self.server = _start_server(viser, host, port, verbose)
         self.server.scene.set_up_direction("-y")  # OpenCV camera axes: y points down
         gui = self.server.gui
         self.frame = gui.add_slider("frame", 0, self.n - 1, 1, self.n - 1)
         self.conf = gui.add_slider("confidence ≥", 1.0, 10.0, 0.1, 1.5)
         self.stride = gui.add_slider("point stride", 1, 16, 1, 2)
+        self.status = gui.add_markdown("", visible=False)  # says why a frame cannot be shown
         for handle in (self.frame, self.conf, self.stride):
-            handle.on_update(lambda _: self.show(int(self.frame.value)))
+            handle.on_update(self._on_update)
         self.handles: dict = {}
-        self.show(self.n - 1)
+        self._draw(self.n - 1, last)
 
     @property
     def port(self) -> int:
         return self.server.get_port()
 
+    def _read_summary(self) -> dict[str, np.ndarray]:
+        path = self.out / "reconstruction.npz"
+        if not path.is_file():
+            raise ViewerError(f"{self.out}: no reconstruction.npz (is this a `human3r-jax reconstruct` output?)")
+        s = read_npz(path, ViewerError, ("c2w", "intrinsics", "image_size"))
+        n = len(_check(path, "c2w", s["c2w"], (None, 4, 4)))
+        if n == 0:
+            raise ViewerError(f"{self.out}: the reconstruction has no frames")
+        _check(path, "intrinsics", s["intrinsics"], (n, 3, 3))
+        if not (_check(path, "image_size", s["image_size"], (2,)) > 0).all():
+            raise ViewerError(f"{path}: entry 'image_size' is {s['image_size'].tolist()}; expected (H, W) > 0")
+        missing = [f"{i:06d}.npz" for i in range(n) if not (self.out / "frames" / f"{i:06d}.npz").is_file()]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise ViewerError(f"{self.out / 'frames'}: missing {missing[0]}{more} of the {n} frames in {path.name}")
+        return s
+
+    @staticmethod
+    def _read_faces(path: Path) -> np.ndarray:
+        faces = read_npy(path, ViewerError)
+        if faces.dtype.kind not in "iu" or faces.ndim != 2 or faces.shape[1] != 3:
+            raise ViewerError(f"{path}: {faces.dtype} {list(faces.shape)}; expected integer faces of shape [*, 3]")
+        return faces
+
+    def _read_frame(self, i: int) -> dict[str, np.ndarray]:
+        path = self.out / "frames" / f"{i:06d}.npz"
+        f = read_npz(path, ViewerError, ("pts3d_world", "conf", "image"), optional=("smpl_id", "smpl_verts_world"))
+        h, w, _ = _check(path, "pts3d_world", f["pts3d_world"], (None, None, 3)).shape
+        _check(path, "conf", f["conf"], (h, w))
+        _check(path, "image", f["image"], (h, w, 3))
+        f.setdefault("smpl_id", np.zeros(0, int))
+        n = len(_check(path, "smpl_id", f["smpl_id"], (None,)))
+        if "smpl_verts_world" in f:
+            _check(path, "smpl_verts_world", f["smpl_verts_world"], (n, None, 3))
+        return f
+
     def show(self, i: int) -> None:
+        """Draw frame `i`; ViewerError (and the scene unchanged) if its file cannot be read."""
+        self._draw(i, self._read_frame(i))
+
+    def _on_update(self, _event) -> None:
+        # Slider callbacks run in viser's threads: a bad frame file is reported in the page and the log,
+        # and the server keeps showing the frames that can be read.
+        i = int(self.frame.value)
+        try:
+            self.show(i)
+        except ViewerError as e:
+            log.error("%s", e)
+            self.status.content = f"**frame {i} not shown:** `{e}`"
+            self.status.visible = True
+            return
+        self.status.visible = False
+
+    def _draw(self, i: int, frame: dict[str, np.ndarray]) -> None:
         scene = self.server.scene
-        with np.load(self.out / "frames" / f"{i:06d}.npz") as f:
-            every = (slice(None, None, int(self.stride.value)),) * 2
-            pts, conf, img = f["pts3d_world"][every], f["conf"][every], f["image"][every]
-            keep = conf >= self.conf.value
-            self.handles["points"] = scene.add_point_cloud("/points", pts[keep], img[keep], point_size=0.01)
-            ids = f["smpl_id"] if "smpl_id" in f.files else np.zeros(0, int)
-            verts = f["smpl_verts_world"] if "smpl_verts_world" in f.files else None
+        every = (slice(None, None, int(self.stride.value)),) * 2
+        pts, conf, img = frame["pts3d_world"][every], frame["conf"][every], frame["image"][every]
+        keep = conf >= self.conf.value
+        self.handles["points"] = scene.add_point_cloud("/points", pts[keep], img[keep], point_size=0.01)
         for name in [k for k in self.handles if k.startswith("/people/")]:
             self.handles.pop(name).remove()
-        if verts is not None and self.faces is not None:
-            for v, tid in zip(verts, ids):
+        if "smpl_verts_world" in frame and self.faces is not None:
+            for v, tid in zip(frame["smpl_verts_world"], frame["smpl_id"]):
                 name = f"/people/{int(tid)}"
                 self.handles[name] = scene.add_mesh_simple(name, v, self.faces, color=tuple(track_colour(tid)))
         h, w = (int(v) for v in self.summary["image_size"])

@@ -67,3 +67,29 @@ def test_a_wrong_model_fails_parity(tmp_path):
     np.savez(tmp_path / "intermediates.npz", **inter)
     report = run_fixture(tmp_path)
     assert not report.ok and report.first_failure().name == "dec_img_l2"
+
+
+def _fixture_copy(tmp_path, replaced: str):
+    """The cut3r_tiny fixture in tmp_path, every file linked except `replaced` (written by the test)."""
+    src = shared_path("fixtures", "cut3r_tiny")
+    for f in ("checkpoint.pth", "config.json", "inputs.npz", "outputs.npz", "intermediates.npz"):
+        if f != replaced:
+            (tmp_path / f).symlink_to(src / f)
+    return src / replaced, tmp_path / replaced
+
+
+def test_truncated_fixture_file(tmp_path):
+    src, bad = _fixture_copy(tmp_path, "inputs.npz")
+    bad.write_bytes(src.read_bytes()[:100_000])
+    with pytest.raises(FixtureError, match="not an .npz archive") as e:
+        run_fixture(tmp_path)
+    assert str(bad) in str(e.value)
+
+
+def test_object_array_in_a_fixture_file(tmp_path):
+    src, bad = _fixture_copy(tmp_path, "outputs.npz")
+    with np.load(src) as z:
+        np.savez(bad, **{**z, "conf": np.array([None], object)})
+    with pytest.raises(FixtureError, match=r"entry 'conf' holds Python objects") as e:
+        run_fixture(tmp_path)
+    assert str(bad) in str(e.value)

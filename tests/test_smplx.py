@@ -5,6 +5,8 @@ of bodies in camera and world frames (SMPL_Layer, spec §4.6)."""
 from __future__ import annotations
 
 import os
+import struct
+import zipfile
 
 import jax
 import numpy as np
@@ -233,3 +235,58 @@ def test_no_people(model):
     z = np.zeros
     out = S.to_world(in_camera(model, z((0, 10)), z((0, 10)), z((0, 53, 3, 3)), z((0, 3))), np.eye(4))
     assert out.vertices.shape == (0, 10475, 3) and out.joints.shape == (0, 127, 3)
+
+
+# ---------------------------------------------------------------- damaged or hostile files
+
+_REQUIRED = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights",
+             "lmk_faces_idx", "lmk_bary_coords")
+
+
+def _small_file(tmp_path, **changes):
+    """A tiny file with every required entry (of the wrong shapes: reading fails before shapes are checked)."""
+    p = tmp_path / "SMPLX_NEUTRAL.npz"
+    np.savez(p, **{**{k: np.zeros(3, np.float32) for k in _REQUIRED}, **changes})
+    return p
+
+
+def test_object_array_entry(tmp_path):
+    path = _small_file(tmp_path, weights=np.array([{"a": 1}], object))
+    with pytest.raises(S.SmplxError, match=r"entry 'weights' holds Python objects; it is not read") as e:
+        S.load_smplx(path)
+    assert str(path) in str(e.value)
+    # an object-dtype 'gender' is skipped, not unpickled: the file name is then the only gender check
+    path = _small_file(tmp_path, gender=np.array(["female"], object))
+    with pytest.raises(S.SmplxError, match=r"entry 'v_template' has shape \(3,\)"):
+        S.load_smplx(path)
+
+
+def test_string_entry(tmp_path):
+    path = _small_file(tmp_path, v_template=np.array(["0 1 2"]))
+    with pytest.raises(S.SmplxError, match=r"entry 'v_template' has dtype <U5; SMPL-X stores numbers there"):
+        S.load_smplx(path)
+
+
+def test_truncated_file(tmp_path):
+    path = _small_file(tmp_path)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(S.SmplxError, match="not an .npz archive") as e:
+        S.load_smplx(path)
+    assert str(path) in str(e.value)
+
+
+def test_corrupted_entry(tmp_path):
+    """One flipped byte in the data of entry 'kintree_table': its CRC fails when it is read."""
+    path = _small_file(tmp_path)
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("kintree_table.npy")
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)  # the local header's name and extra-field lengths
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        f.seek(info.header_offset + 30 + name_len + extra_len + info.file_size - 1)  # the last data byte
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0xFF]))
+    with pytest.raises(S.SmplxError, match=r"entry 'kintree_table' is corrupt or truncated \(BadZipFile: Bad CRC") as e:
+        S.load_smplx(path)
+    assert str(path) in str(e.value)

@@ -25,13 +25,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from human3r_jax.npz import open_npz, read_entry
 
 SMPLX_URL = "https://smpl-x.is.tue.mpg.de"
 NUM_VERTICES = 10475
@@ -126,9 +127,8 @@ def _stored_gender(npz, path: Path) -> str | None:
     pickled entries are the unused name->index dicts `part2num` and `joint2num`.)"""
     if "gender" not in npz.files:
         return None
-    try:
-        g = npz["gender"]
-    except ValueError:
+    g = read_entry(npz, path, "gender", SmplxError, skip_pickled=True)
+    if g is None:
         return None
     if g.dtype.kind not in "US" or g.size != 1:
         raise SmplxError(f"{path}: entry 'gender' has dtype {g.dtype} and shape {g.shape}; "
@@ -138,6 +138,8 @@ def _stored_gender(npz, path: Path) -> str | None:
 
 
 def _check_shape(path: Path, key: str, a: np.ndarray, shape: tuple, what: str = "") -> None:
+    if a.dtype.kind not in "iuf":
+        raise SmplxError(f"{path}: entry '{key}' has dtype {a.dtype}; SMPL-X stores numbers there")
     ok = a.ndim == len(shape) and all(s is None or s == n for s, n in zip(shape, a.shape))
     if not ok:
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
@@ -156,11 +158,7 @@ def load_smplx(path: str | Path, num_betas: int = 10, num_expression: int = 10,
     if {"MALE", "FEMALE"} & set(re.split(r"[^A-Z]+", path.stem.upper())):
         raise SmplxError(f"{path}: a gendered SMPL-X model; Human3R uses the neutral one "
                          f"(SMPLX_NEUTRAL.npz from {SMPLX_URL})")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise SmplxError(f"{path}: not a readable .npz file ({e})") from None
-    with npz:
+    with open_npz(path, SmplxError) as npz:
         gender = _stored_gender(npz, path)
         if gender is not None and gender != "neutral":
             raise SmplxError(f"{path}: entry 'gender' is {gender!r}; Human3R uses the neutral "
@@ -171,7 +169,7 @@ def load_smplx(path: str | Path, num_betas: int = 10, num_expression: int = 10,
         if missing:
             raise SmplxError(f"{path}: missing entries {missing}; this is not an SMPL-X model file "
                              f"(SMPLX_NEUTRAL.npz from {SMPLX_URL})")
-        a = {k: npz[k] for k in required}
+        a = {k: read_entry(npz, path, k, SmplxError) for k in required}
 
     V, K = NUM_VERTICES, NUM_JOINTS
     _check_shape(path, "v_template", a["v_template"], (V, 3),
