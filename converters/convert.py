@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from human3r_jax import checkpoint as ckpt
+from human3r_jax import outputs
 from human3r_jax.converters.constructor import parse_constructor
 from human3r_jax.config import DinoConfig, Human3rConfig
 from human3r_jax.converters.rules import (CUT3R_RULES, HUMAN3R_RULES, ConversionError, Plan, apply_plan,
@@ -237,6 +238,9 @@ def convert_multihmr_file(path: str | Path, cfg: Human3rConfig) -> dict:
 
 def convert_and_save(path: str | Path, out_dir: str | Path, overwrite: bool = False,
                      dino: DinoConfig | None = None) -> Path:
+    """Convert `path` into `out_dir`; the output is checked before the (long) conversion, and
+    `overwrite` replaces only an earlier converted checkpoint, never the folder holding `path`."""
+    outputs.check_output(Path(out_dir), "checkpoint", overwrite, [path])
     cfg, params, constructor = convert_file(path, dino)
     return ckpt.save(out_dir, cfg, params, source={"file": str(Path(path).name), "constructor": constructor},
-                     overwrite=overwrite)
+                     overwrite=overwrite, inputs=(path,))

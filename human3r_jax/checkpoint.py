@@ -4,16 +4,16 @@
     OUT_DIR/params/       orbax StandardCheckpointer (float32 parameter tree, plain nested dict)
 
 Writes go to a temporary sibling directory that is renamed into place at the end, so an
-interrupted save never leaves a directory that looks complete.
+interrupted save never leaves a directory that looks complete; `overwrite` replaces only an
+earlier checkpoint of this program (see `human3r_jax.outputs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from human3r_jax import outputs
 from human3r_jax.config import Cut3rConfig, DinoConfig, Human3rConfig
 
 FORMAT = "human3r-jax"
@@ -149,44 +150,56 @@ def random_model(cfg: ModelConfig, seed: int = 0, dtype=None):
     return params_into(model, random_params(model, seed, as_jax=True))
 
 
-def _atomic_dir(out_dir: Path):
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-
-
 def save(out_dir: str | Path, cfg: ModelConfig, params: dict, source: dict | None = None,
-         overwrite: bool = False) -> Path:
-    """Save a nested dict of float32 arrays and the config."""
+         overwrite: bool = False, inputs: tuple = ()) -> Path:
+    """Save a nested dict of float32 arrays and the config. With `overwrite`, only an earlier
+    checkpoint of this program is replaced, never a folder that is or holds one of `inputs`."""
     import orbax.checkpoint as ocp
 
     out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    outputs.check_output(out_dir, "checkpoint", overwrite, inputs)
     bad = [path for path, leaf in flatten(params).items()
            if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype") and np.dtype(leaf.dtype).kind in "fiub")]
     if bad:
         raise CheckpointFormatError(f"{out_dir}: not numeric arrays, cannot save: {', '.join(bad[:10])}")
-    tmp = _atomic_dir(out_dir)
+    outputs.check_free_space(out_dir.parent, sum(int(np.asarray(v).nbytes) for v in flatten(params).values()))
+    tmp = outputs.make_temp_dir(out_dir.parent, f".{out_dir.name}.tmp-")
     ckptr = ocp.StandardCheckpointer()
+    unsilence = outputs.silence_failed_writers(tmp)
     try:
         ckptr.save(tmp / "params", jax.tree.map(np.asarray, params))
         ckptr.wait_until_finished()
         meta = {"format": FORMAT, **config_to_json(cfg), "source": source or {}}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
+        outputs.mark(tmp, "checkpoint")
+        outputs.replace_dir(tmp, out_dir)
+    except BaseException as e:
         try:  # orbax writes in background threads: let them stop before removing their directory
-            ckptr.wait_until_finished()
+            ckptr.close()
         except Exception:
             pass
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_when_quiet(tmp)
+        if isinstance(e, (OSError, ValueError, RuntimeError)):  # orbax/tensorstore wrap a full or read-only disk
+            raise outputs.OutputError(f"{out_dir}: cannot write the checkpoint ({_first_line(e)})") from None
         raise
-    finally:
-        ckptr.close()
+    ckptr.close()
+    unsilence()
     return out_dir
+
+
+def _remove_when_quiet(folder: Path, tries: int = 25) -> None:
+    """Remove a failed save's folder; after a write error, tensorstore's pending writes can still
+    re-create parts of it for a moment after orbax returns, so make sure it stays gone."""
+    for _ in range(tries):
+        shutil.rmtree(folder, ignore_errors=True)
+        time.sleep(0.2)
+        if not folder.exists():
+            return
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def read_config(ckpt_dir: str | Path) -> tuple[ModelConfig, dict]:

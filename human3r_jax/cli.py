@@ -12,19 +12,31 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
+from human3r_jax.argtypes import finite_float, name_and_tolerance, nonnegative_int, port, positive_float, positive_int
 
-def _dino_widths(text: str | None):
-    if not text:
-        return None
+
+def _dino_widths(text: str):
     from human3r_jax.config import DinoConfig
 
     try:
         embed, depth, heads = (int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--dino-widths takes EMBED,DEPTH,HEADS, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"takes EMBED,DEPTH,HEADS (three integers), got {text!r}") from None
+    if min(embed, depth, heads) < 1 or embed % heads:
+        raise argparse.ArgumentTypeError(f"{text}: each width must be at least 1 and EMBED a multiple of HEADS")
     return DinoConfig(embed_dim=embed, depth=depth, num_heads=heads)
+
+
+def _preset_name(text: str) -> str:
+    from human3r_jax.config import CUT3R_PRESETS, HUMAN3R_PRESETS
+
+    if text not in CUT3R_PRESETS and text not in HUMAN3R_PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; known: "
+                                         f"{', '.join(sorted(HUMAN3R_PRESETS) + sorted(CUT3R_PRESETS))}")
+    return text
 
 
 def _convert(args) -> int:
@@ -38,10 +50,7 @@ def _convert(args) -> int:
 def _parity(args) -> int:
     from human3r_jax.converters.parity import run_fixture
 
-    tols = {}
-    for item in args.tol_for or []:
-        name, _, value = item.partition("=")
-        tols[name] = float(value)
+    tols = dict(args.tol_for or [])
     status = 0
     for fixture in args.fixtures:
         report = run_fixture(fixture, tol=args.tol, tols=tols, smplx_path=args.smplx)
@@ -77,22 +86,23 @@ def _preprocess_bedlam(args) -> int:
 
 
 def _reconstruct(args) -> int:
-    from human3r_jax.reconstruct import Settings, load_model, reconstruct
+    from human3r_jax.reconstruct import Settings, load_model, prepare, run_job
 
-    model = load_model(args.checkpoint, args.random_weights, args.max_humans)
-    if model.random_weights:
-        print(f"human3r-jax reconstruct: RANDOM WEIGHTS ({args.random_weights}): this exercises the pipeline; "
-              "its output is meaningless.", file=sys.stderr)
+    settings = Settings(size=args.size, reset_interval=args.reset_interval, ttt3r=args.ttt3r, subsample=args.subsample,
+                        max_frames=args.max_frames, conf_threshold=args.conf_threshold, glb_frame=args.glb_frame)
+    # inputs and outputs first (cheap), then the model (slow to load)
+    job = prepare(args.inputs, args.out, settings, overwrite=args.overwrite,
+                  protect=[p for p in (args.checkpoint, args.smplx) if p])
     smplx = None
     if args.smplx:
         from human3r_jax.models.smplx import load_smplx
 
         smplx = load_smplx(args.smplx)
-    settings = Settings(size=args.size, reset_interval=args.reset_interval, ttt3r=args.ttt3r, subsample=args.subsample,
-                        max_frames=args.max_frames, conf_threshold=args.conf_threshold, glb_frame=args.glb_frame)
-    outs = reconstruct(args.inputs, args.out, model, settings, smplx, overwrite=args.overwrite,
-                       progress=not args.quiet)
-    for o in outs:
+    model = load_model(args.checkpoint, args.random_weights, args.max_humans)
+    if model.random_weights:
+        print(f"human3r-jax reconstruct: RANDOM WEIGHTS ({args.random_weights}): this exercises the pipeline; "
+              "its output is meaningless.", file=sys.stderr)
+    for o in run_job(job, model, settings, smplx, progress=not args.quiet):
         print(f"wrote {o} (reconstruction.npz, frames/, trajectory.tum, scene.glb, meta.json)")
     return 0
 
@@ -103,8 +113,9 @@ def _view(args) -> int:
     from human3r_jax.viewer import SceneViewer
 
     viewer = SceneViewer(args.out_dir, host=args.host, port=args.port)
-    print(f"viewing {args.out_dir} at http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:"
-          f"{viewer.port} (Ctrl-C to stop)")
+    host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::", "::1") else args.host
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
+    print(f"viewing {args.out_dir} at http://{host}:{viewer.port} (Ctrl-C to stop)")
     try:
         while True:
             time.sleep(1)
@@ -112,41 +123,51 @@ def _view(args) -> int:
         viewer.stop()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (its default also prints the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="human3r-jax", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="human3r-jax", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("reconstruct", help="reconstruct videos or image folders (cameras, scene, SMPL-X bodies)")
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="video (mp4/mov/avi/webm) or folder of images; several "
                                                              "inputs of one resolution run as a batch")
     r.add_argument("--checkpoint", help="converted checkpoint folder (human3r-jax convert) or an official .pth")
-    r.add_argument("--random-weights", nargs="?", const="human3r_tiny", metavar="PRESET",
+    r.add_argument("--random-weights", nargs="?", const="human3r_tiny", metavar="PRESET", type=_preset_name,
                    help="no checkpoint: random weights of a preset (default human3r_tiny) to try the pipeline; "
                         "the output is meaningless")
     r.add_argument("--out", required=True, help="output folder (one subfolder per input when there are several)")
     r.add_argument("--smplx", metavar="PATH", help="SMPLX_NEUTRAL.npz or its folder: world-frame body meshes")
     r.add_argument("--size", type=int, default=512, choices=[512, 224], help="model resolution rule (default 512)")
-    r.add_argument("--reset-interval", type=int, help="reset the state every N frames (official semantics)")
+    r.add_argument("--reset-interval", type=positive_int, help="reset the state every N frames (official semantics)")
     r.add_argument("--ttt3r", action="store_true", help="TTT3R state update (better on long videos)")
-    r.add_argument("--subsample", type=int, default=1, help="use every N-th frame")
-    r.add_argument("--max-frames", type=int, help="stop after this many frames")
-    r.add_argument("--conf-threshold", type=float, default=1.5, help="confidence of the points kept in scene.glb")
-    r.add_argument("--max-humans", type=int, help="human slots per frame (Human3R; default 16)")
-    r.add_argument("--glb-frame", type=int, help="frame whose bodies go into scene.glb (default: last with people)")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    r.add_argument("--subsample", type=positive_int, default=1, help="use every N-th frame")
+    r.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
+    r.add_argument("--conf-threshold", type=finite_float, default=1.5,
+                   help="confidence of the points kept in scene.glb")
+    r.add_argument("--max-humans", type=positive_int, help="human slots per frame (Human3R; default 16)")
+    r.add_argument("--glb-frame", type=nonnegative_int,
+                   help="frame whose bodies go into scene.glb (default: last with people)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier output of this program (kept until the new one is complete)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_reconstruct)
 
     v = sub.add_parser("view", help="interactive 3-D viewer of a reconstruction (needs the viewer extra: viser)")
     v.add_argument("out_dir", help="a `human3r-jax reconstruct` output folder")
-    v.add_argument("--port", type=int, default=8080)
+    v.add_argument("--port", type=port, default=8080)
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to share on the network)")
     v.set_defaults(func=_view)
 
     c = sub.add_parser("convert", help="convert an official CUT3R / Human3R .pth checkpoint")
     c.add_argument("checkpoint", help="official .pth file (read without PyTorch; nothing in it is executed)")
     c.add_argument("out_dir", help="output directory (orbax parameters + config.json)")
-    c.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    c.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is an earlier converted checkpoint")
     c.add_argument("--dino-widths", type=_dino_widths, metavar="EMBED,DEPTH,HEADS",
                    help="Human3R with a non-standard DINOv2 backbone: its widths (hub names need none)")
     c.set_defaults(func=_convert)
@@ -154,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("parity", help="check the port against fixtures of the official code")
     q.add_argument("fixtures", nargs="+", help="fixture folder(s): checkpoint.pth, config.json, inputs/outputs/"
                                               "intermediates.npz")
-    q.add_argument("--tol", type=float, default=1e-4, help="relative L2 tolerance (default 1e-4)")
-    q.add_argument("--tol-for", action="append", metavar="NAME=TOL", help="tolerance for one output/stage")
+    q.add_argument("--tol", type=positive_float, default=1e-4, help="relative L2 tolerance (default 1e-4)")
+    q.add_argument("--tol-for", action="append", metavar="NAME=TOL", type=name_and_tolerance,
+                   help="tolerance for one output/stage")
     q.add_argument("--smplx", metavar="PATH", help="SMPL-X model (SMPLX_NEUTRAL.npz or its folder) to also compare "
                                                   "the Human3R bodies (the fixtures used the synthetic one of "
                                                   "shared/tools/make_fake_smplx.py --seed 0)")
@@ -177,19 +199,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame):
+    """SIGTERM (what a job scheduler sends) stops a run as Ctrl-C does: the frames done are kept."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     from human3r_jax.errors import USER_ERRORS
 
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except USER_ERRORS as e:
         print(f"human3r-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"human3r-jax {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:  # the user's file system: permissions, a full or read-only disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"human3r-jax {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        by = str(e) or "SIGINT"
+        print(f"human3r-jax {args.command}: interrupted ({by})", file=sys.stderr)
+        return 128 + (signal.SIGTERM if by == "SIGTERM" else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ Several inputs of the same resolution run as one batch, split over the available
 from __future__ import annotations
 
 import dataclasses
+import math
 import queue
-import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from human3r_jax import checkpoint as ckpt
-from human3r_jax import export, runtime
+from human3r_jax import export, outputs, runtime
 from human3r_jax.config import Human3rConfig, preset
-from human3r_jax.data.images import model_size, preprocess
+from human3r_jax.data.images import ImageError, preprocess
 from human3r_jax.data.video import FrameSource, InputError
 from human3r_jax.geometry import pose_to_c2w
 from human3r_jax.models.cut3r import Frame, StepOptions
@@ -71,15 +72,15 @@ def load_model(checkpoint: str | Path | None = None, random_weights: str | None 
         params, source = None, f"random weights ({random_weights})"
     else:
         path = Path(checkpoint)
-        if path.suffix == ".pth":
+        if path.is_dir():
+            cfg, _ = ckpt.read_config(path)
+            params = None
+        elif path.is_file():  # an official checkpoint (.pth, .pt, …): converted in memory
             from human3r_jax.converters.convert import convert_file
 
             cfg, params, _ = convert_file(path)
-        elif path.is_dir():
-            cfg, _ = ckpt.read_config(path)
-            params = None
         else:
-            raise InputError(f"{path}: no such checkpoint; {CHECKPOINT_HELP}")
+            raise InputError(f"{path}: no such checkpoint file or folder; {CHECKPOINT_HELP}")
         source = str(path)
     if max_humans is not None:
         if not isinstance(cfg, Human3rConfig):
@@ -114,7 +115,7 @@ class _Reader:
         try:
             shape = None
             for raw in self.source:
-                img = preprocess(raw.image, self.size)
+                img = preprocess_frame(self.source, raw, self.size)
                 if shape is None:
                     shape = img.shape
                 elif img.shape != shape:
@@ -147,10 +148,21 @@ class _Reader:
         self.stop.set()
 
 
+def preprocess_frame(source: FrameSource, raw, size: int) -> np.ndarray:
+    """`preprocess` of one frame; an unusable frame is an InputError naming it."""
+    try:
+        return preprocess(raw.image, size)
+    except ImageError as e:
+        where = source.path / raw.name if source.kind == "images" else f"{source.path} ({raw.name})"
+        raise InputError(f"{where}: {e}") from None
+
+
 def first_frame_size(source: FrameSource, size: int) -> tuple[int, int]:
-    """Model input (W, H) of a source, from its first frame."""
+    """Model input (W, H) of a source, from its first frame (checked to be usable, so that a bad
+    input is refused before any output is written)."""
     for raw in source:
-        return model_size(*raw.image.size, size)
+        h, w = preprocess_frame(source, raw, size).shape[:2]
+        return w, h
     raise InputError(f"{source.path}: no frames")
 
 
@@ -163,12 +175,14 @@ class SequenceWriter:
     def __init__(self, out_dir: Path, model: LoadedModel, settings: Settings, source: FrameSource, smplx):
         self.out, self.model, self.settings, self.source, self.smplx = Path(out_dir), model, settings, source, smplx
         (self.out / "frames").mkdir(parents=True, exist_ok=True)
+        outputs.mark(self.out, "reconstruction")
         self.names, self.times, self.indices, self.c2w, self.k = [], [], [], [], []
         self.points = np.zeros((0, 3), np.float32)
         self.colours = np.zeros((0, 3), np.uint8)
         self.bodies = None  # (frame number, verts [n, V, 3], ids [n]) for scene.glb
         self.hw = None
-        self.started = time.time()
+        # meta.json from the start: a folder never looks complete (complete=true) before it is
+        export.save_json(self.out / "meta.json", self._meta(False, None, {}, "running"))
 
     def add(self, raw, img: np.ndarray, res: dict) -> None:
         """One frame's results (numpy, batch axis removed)."""
@@ -206,6 +220,8 @@ class SequenceWriter:
             self.points, self.colours = self.points[::2], self.colours[::2]
 
     def close(self, complete: bool, error: str | None, timing: dict) -> None:
+        """The whole-sequence files, then meta.json last (an interruption in between leaves the
+        meta.json that says the folder is incomplete)."""
         f = len(self.names)
         summary = {"frame_index": np.asarray(self.indices, np.int64), "frame_name": np.asarray(self.names, str),
                    "time": np.asarray(self.times, np.float64),
@@ -225,17 +241,20 @@ class SequenceWriter:
                 meshes = [(v, np.asarray(self.smplx.faces), export.track_colour(i)) for v, i in zip(verts, ids)]
             cams = [(c, k, self.hw) for c, k in zip(summary["c2w"], summary["intrinsics"])]
             export.save_glb(self.out / "scene.glb", self.points, self.colours, cams, meshes)
-        meta = {
-            "schema_version": export.SCHEMA_VERSION, "complete": complete, "error": error, "frames": f,
-            "input": str(self.source.path), "input_kind": self.source.kind, "input_fps": self.source.fps,
-            "settings": dataclasses.asdict(self.settings), "model": self.model.source,
+        export.save_json(self.out / "meta.json", self._meta(complete, error, timing,
+                                                            "complete" if complete else "stopped"))
+
+    def _meta(self, complete: bool, error: str | None, timing: dict, state: str) -> dict:
+        return {
+            "schema_version": export.SCHEMA_VERSION, "complete": complete, "state": state, "error": error,
+            "frames": len(self.names), "input": str(self.source.path), "input_kind": self.source.kind,
+            "input_fps": self.source.fps, "settings": dataclasses.asdict(self.settings), "model": self.model.source,
             "model_config": ckpt.config_to_json(self.model.cfg),
             "random_weights": self.model.random_weights,
             "note": "RANDOM WEIGHTS: the output is meaningless" if self.model.random_weights else None,
             "smplx": self.smplx is not None, "glb_bodies_frame": None if self.bodies is None else self.bodies[0],
             "timing": timing, "files": {"frames": export.FRAME_KEYS, "reconstruction.npz": export.SUMMARY_KEYS},
         }
-        export.save_json(self.out / "meta.json", meta)
 
     def _human_summary(self, f: int) -> dict:
         """[F, S, …] arrays gathered back from the per-frame files (nothing kept in memory meanwhile)."""
@@ -388,32 +407,61 @@ def _humans_str(res, live):
     return ",".join(str(int(v.sum())) for v, l in zip(res["smpl_valid"], live) if l)
 
 
-def reconstruct(inputs: Sequence[str | Path], out_dir: str | Path, model: LoadedModel, settings: Settings = Settings(),
-                smplx=None, overwrite: bool = False, on_frame=None, progress: bool = True) -> list[Path]:
-    """Reconstruct each input into out_dir (or out_dir/<input name> for several inputs)."""
+@dataclasses.dataclass
+class Job:
+    """What a run will read and write, checked before any model is loaded."""
+
+    sources: list[FrameSource]
+    outs: list[Path]                         # the final output folder of each source
+    targets: dict[Path, Path]                # final folder → where the run writes (itself, or <out>.partial)
+    groups: dict[tuple[int, int], list[int]]  # model resolution (W, H) → sources run together
+
+
+def prepare(inputs: Sequence[str | Path], out_dir: str | Path, settings: Settings = Settings(),
+            overwrite: bool = False, protect: Sequence[str | Path] = ()) -> Job:
+    """Check the inputs (each source's first frame is decoded and preprocessed) and the output
+    folders, and plan the batches; nothing is written.
+
+    An output folder must be absent or empty; with `overwrite` it may also be an earlier
+    reconstruction (see `human3r_jax.outputs`), which is then kept until the new one is complete:
+    the run writes into `<out>.partial` beside it and swaps it in at the end, and an interrupted or
+    failed run leaves the earlier output untouched and its own frames in `<out>.partial`. No output
+    folder may be or hold an input, nor one of `protect` (the checkpoint, the SMPL-X model).
+    """
     out_dir = Path(out_dir)
-    if settings.size not in (512, 224):
-        raise InputError(f"--size must be 512 or 224, got {settings.size}")
-    if settings.reset_interval is not None and settings.reset_interval < 1:
-        raise InputError(f"--reset-interval must be at least 1, got {settings.reset_interval}")
+    check_settings(settings)
     sources = [FrameSource(p, settings.subsample, settings.max_frames) for p in inputs]
     outs = [out_dir] if len(sources) == 1 else [out_dir / Path(s.path).stem for s in sources]
     if len(set(outs)) != len(outs):
         raise InputError("several inputs have the same name; give inputs with distinct names")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise outputs.OutputError(f"{out_dir}: exists and is not a folder; choose another --out")
+    guarded = [s.path for s in sources] + list(protect)
+    targets = {}
     for o in outs:
-        if o.exists() and any(o.iterdir()) and not overwrite:
-            raise InputError(f"{o} exists and is not empty; choose another --out or pass --overwrite")
+        targets[o] = o
+        if outputs.check_output(o, "reconstruction", overwrite, guarded):
+            targets[o] = o.with_name(o.name + ".partial")
+            outputs.check_output(targets[o], "reconstruction", True, guarded)
     groups: dict[tuple[int, int], list[int]] = {}
     for j, s in enumerate(sources):
         groups.setdefault(first_frame_size(s, settings.size), []).append(j)
-    for o in outs:
-        if o.exists() and overwrite:
-            shutil.rmtree(o)
-    for members in groups.values():
-        writers = [SequenceWriter(outs[j], model, settings, sources[j], smplx) for j in members]
+    return Job(sources, outs, targets, groups)
+
+
+def run_job(job: Job, model: LoadedModel, settings: Settings = Settings(), smplx=None, on_frame=None,
+            progress: bool = True) -> list[Path]:
+    """Run a prepared job: each group of sources as one batch, each output written as it goes."""
+    for o, target in job.targets.items():
+        if target != o and target.exists():
+            outputs.remove_own(target, "reconstruction")  # left by an earlier interrupted --overwrite run
+    for members in job.groups.values():
+        outs = [job.outs[j] for j in members]
+        writers = [SequenceWriter(job.targets[o], model, settings, job.sources[j], smplx)
+                   for j, o in zip(members, outs)]
         complete, error, timing = False, None, {}
         try:
-            timing = run(model, [sources[j] for j in members], writers, settings, smplx, on_frame, progress)
+            timing = run(model, [job.sources[j] for j in members], writers, settings, smplx, on_frame, progress)
             complete = True
         except KeyboardInterrupt:
             error = "interrupted"
@@ -424,4 +472,35 @@ def reconstruct(inputs: Sequence[str | Path], out_dir: str | Path, model: Loaded
         finally:
             for w in writers:
                 w.close(complete, error, timing)
-    return outs
+            for o in outs:
+                if job.targets[o] == o:
+                    continue
+                if complete:
+                    outputs.replace_dir(job.targets[o], o)
+                else:
+                    print(f"{o}: the earlier output is kept as it was; this run's frames are in {job.targets[o]}",
+                          file=sys.stderr)
+    return job.outs
+
+
+def reconstruct(inputs: Sequence[str | Path], out_dir: str | Path, model: LoadedModel, settings: Settings = Settings(),
+                smplx=None, overwrite: bool = False, on_frame=None, progress: bool = True,
+                protect: Sequence[str | Path] = ()) -> list[Path]:
+    """Reconstruct each input into out_dir (or out_dir/<input name> for several inputs); see `prepare`."""
+    job = prepare(inputs, out_dir, settings, overwrite, protect)
+    return run_job(job, model, settings, smplx, on_frame, progress)
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse settings no run can use (the CLI checks its options the same way when parsing)."""
+    if settings.size not in (512, 224):
+        raise InputError(f"--size must be 512 or 224, got {settings.size}")
+    for name in ("reset_interval", "max_frames", "glb_frame"):
+        value = getattr(settings, name)
+        low = 0 if name == "glb_frame" else 1
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise InputError(f"--{name.replace('_', '-')} must be an integer of at least {low}, got {value!r}")
+    if settings.subsample < 1:
+        raise InputError(f"--subsample must be at least 1, got {settings.subsample}")
+    if not math.isfinite(settings.conf_threshold):
+        raise InputError(f"--conf-threshold must be a finite number, got {settings.conf_threshold}")

@@ -341,3 +341,47 @@ def test_masks_read_as_opencv_greyscale(tmp_path):
     PIL.Image.fromarray(deep).save(tmp_path / "d.png")
     assert PIL.Image.open(tmp_path / "d.png").mode.startswith("I")
     np.testing.assert_array_equal(bp._read_gray(tmp_path / "d.png"), [[0, 0, 1, 156, 255]])
+
+
+def test_output_that_would_touch_the_inputs_is_refused(release, tmp_path):
+    before = _tree(release.raw)
+    for out in (release.raw, release.raw / "out", release.labels):
+        with pytest.raises(bp.BedlamError, match="is or lies in the input folder"):
+            bp.preprocess_bedlam(release.raw, release.labels, out, progress=False)
+    with pytest.raises(bp.BedlamError, match="Training/Test folders would hold"):
+        bp.check_output_root(tmp_path, tmp_path / "Training" / "raw", release.labels)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(bp.BedlamError, match="file: exists and is not a folder"):
+        bp.preprocess_bedlam(release.raw, release.labels, tmp_path / "file", progress=False)
+    assert _tree(release.raw) == before
+
+
+def test_leftovers_of_a_killed_run_are_removed_only_if_ours(release):
+    from human3r_jax import outputs
+
+    split = release.out / "Training"
+    ours = split / f".{SCENE_A}_seq_000000.partial-killed"
+    ours.mkdir(parents=True)
+    outputs.mark(ours, "bedlam-sequence")
+    (ours / "rgb").mkdir()
+    bp.preprocess_bedlam(release.raw, release.labels, release.out, progress=False, limit_sequences=1)
+    assert not ours.exists() and (split / f"{SCENE_A}_seq_000000").is_dir()
+    theirs = split / f".{SCENE_A}_seq_000001.partial-mine"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(outputs.OutputError, match="partial-mine"):
+        bp.preprocess_bedlam(release.raw, release.labels, release.out, progress=False)
+    assert (theirs / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_sequences_follow_the_umask(release, umask):
+    old = os.umask(umask)
+    try:
+        bp.preprocess_bedlam(release.raw, release.labels, release.out, progress=False, limit_sequences=1)
+    finally:
+        os.umask(old)
+    seq = release.out / "Training" / f"{SCENE_A}_seq_000000"
+    assert seq.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (seq / "rgb").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert not (seq / ".human3r-jax").exists()  # the finished layout is the official one

@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from human3r_jax import checkpoint as ckpt
+from human3r_jax.outputs import OutputError
 
 from conftest import TINY
 
@@ -28,7 +29,7 @@ def test_save_refuses_overwrite_and_leaves_nothing_half_written(tmp_path, monkey
     model = ckpt.abstract_model(TINY)
     params = ckpt.random_params(model)
     ckpt.save(tmp_path / "ck", TINY, params)
-    with pytest.raises(FileExistsError, match="ck exists"):
+    with pytest.raises(OutputError, match="ck: exists and is not empty"):
         ckpt.save(tmp_path / "ck", TINY, params)
     bad = dict(params, encoder={"oops": object()})
     with pytest.raises(ckpt.CheckpointFormatError, match="encoder.oops"):

@@ -83,3 +83,13 @@ def test_bad_images(tmp_path):
         I.load_image(bad)
     with pytest.raises(I.ImageError, match="too small"):
         I.preprocess(PIL.Image.new("RGB", (600, 8)), 512)
+
+
+def test_16_bit_greyscale_keeps_its_high_byte(tmp_path):
+    """PIL's RGB conversion clips 16-bit values at 255 (a white frame); we keep the high byte."""
+    grey = (np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) * 21 % 65536).astype(np.uint16)
+    PIL.Image.fromarray(grey).save(tmp_path / "g16.png")
+    assert PIL.Image.open(tmp_path / "g16.png").mode.startswith("I")
+    rgb = np.asarray(I.open_image(tmp_path / "g16.png"))
+    assert rgb.dtype == np.uint8 and rgb.shape == (48, 64, 3)
+    np.testing.assert_array_equal(rgb, np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=-1))

@@ -289,7 +289,8 @@ class BedlamIndex:
         self.root, self.split, self.num_views = root, SPLITS[split], num_views
         self.min_frames = max(num_views // 3, 3) if allow_repeat else num_views
         sequences = []
-        for seq_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        # hidden folders are the preprocessing's sequences in progress (or left by a killed run)
+        for seq_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if skip_invalid and is_excluded(seq_dir.name):
                 continue
             missing = [s for s in SUBFOLDERS if not (seq_dir / s).is_dir()]

@@ -53,7 +53,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -62,6 +61,9 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 from tqdm import tqdm
+
+from human3r_jax import outputs
+from human3r_jax.argtypes import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -388,14 +390,29 @@ def plan(raw_root: Path, labels_root: Path, limit_sequences: int | None = None, 
     return sequences, skipped
 
 
+def check_output_root(out_root: Path, raw_root: Path, labels_root: Path) -> None:
+    """The output root must be a folder (or absent), and writing it must not touch the inputs: it may
+    be neither input folder nor lie in the release (it would become one of its scenes), and no input
+    may lie in its split folders."""
+    if out_root.exists() and not out_root.is_dir():
+        raise BedlamError(f"{out_root}: exists and is not a folder; choose another --out")
+    out = out_root.resolve()
+    for inp in (raw_root, labels_root):
+        real = inp.resolve()
+        if out == real or (inp is raw_root and real in out.parents):
+            raise BedlamError(f"--out {out_root} is or lies in the input folder {inp}; choose another output folder")
+        if any(real == d or d in real.parents for d in (out / "Training", out / "Test")):
+            raise BedlamError(f"--out {out_root}: its Training/Test folders would hold the input {inp}")
+
+
 def write_sequence(sequence: Sequence, out_root: Path) -> tuple[int, int]:
     """Write one sequence atomically; (frames written, frames whose env mask was missing)."""
     dest = out_root / sequence.split / sequence.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{sequence.name}.partial-"
-    for stale in glob.glob(os.path.join(glob.escape(str(dest.parent)), glob.escape(prefix) + "*")):
-        shutil.rmtree(stale)  # left by a run that was killed
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+    for stale in dest.parent.glob(glob.escape(prefix) + "*"):
+        outputs.remove_own(stale, "bedlam-sequence")  # left by a run that was killed
+    tmp = outputs.make_temp_dir(dest.parent, prefix)
+    outputs.mark(tmp, "bedlam-sequence")  # so that a later run may remove it if this one is killed
     missing_masks = 0
     try:
         for sub in OUTPUT_DIRS:
@@ -422,6 +439,7 @@ def write_sequence(sequence: Sequence, out_root: Path) -> tuple[int, int]:
             PIL.Image.fromarray(mask, mode="L").save(tmp / "mask" / f"{f.name}.png")
             np.savez(tmp / "cam" / f"{f.name}.npz", intrinsics=f.intrinsics, pose=f.pose)
             np.savez(tmp / "smpl" / f"{f.name}.npz", **f.smpl)
+        (tmp / outputs.MARKER).unlink()  # it marks a sequence in progress; the finished layout is the official one
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -444,8 +462,11 @@ def preprocess_bedlam(raw_root, labels_root, out_root, *, workers: int = 1, prog
     (frame_without_labels). Raises BedlamError (naming the file) on malformed or unreadable input.
     """
     if workers < 1:
-        raise ValueError(f"workers must be ≥ 1, got {workers}")
+        raise BedlamError(f"--workers must be at least 1, got {workers}")
+    if limit_sequences is not None and limit_sequences < 1:
+        raise BedlamError(f"--limit must be at least 1, got {limit_sequences}")
     raw_root, labels_root, out_root = Path(raw_root), Path(labels_root), Path(out_root)
+    check_output_root(out_root, raw_root, labels_root)
     sequences, skipped = plan(raw_root, labels_root, limit_sequences, progress)
     todo = [s for s in sequences if not (out_root / s.split / s.name).is_dir()]
     summary = {"sequences_written": 0, "frames_written": 0, "sequences_already_done": len(sequences) - len(todo),
@@ -489,8 +510,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", type=Path, required=True,
                         help="folder of the SMPL-X labels <scene>_6fps.npz / <scene>_30fps.npz (or its parent)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (gets Training/ and Test/)")
-    parser.add_argument("--workers", type=int, default=1, help="sequences written in parallel (default 1)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N sequences")
+    parser.add_argument("--workers", type=positive_int, default=1, help="sequences written in parallel (default 1)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N sequences")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -23,11 +23,20 @@ class ImageError(ValueError):
 
 
 def open_image(path: str | Path) -> PIL.Image.Image:
-    """Open an image file, apply its EXIF orientation and convert to RGB."""
+    """Open an image file, apply its EXIF orientation and convert to RGB.
+
+    16-bit greyscale (PIL modes I;16 and I) keeps its high byte, the image an 8-bit conversion
+    gives: PIL's own RGB conversion, which the official loader applies, would clip every value above
+    255 and turn the whole frame white.
+    """
     try:
         with PIL.Image.open(path) as im:
             im.load()
-            return PIL.ImageOps.exif_transpose(im).convert("RGB")
+            im = PIL.ImageOps.exif_transpose(im)
+            if im.mode.startswith("I"):
+                high = np.clip(np.asarray(im, np.int64), 0, 65535) >> 8
+                im = PIL.Image.fromarray(high.astype(np.uint8), "L")
+            return im.convert("RGB")
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except (PIL.UnidentifiedImageError, OSError, SyntaxError) as e:

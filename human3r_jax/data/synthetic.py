@@ -309,18 +309,20 @@ def make_synthetic_bedlam(root: str | Path, smplx_path: str | Path, *, n_train: 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from human3r_jax.argtypes import nonnegative_int, positive_int
+
     ap = argparse.ArgumentParser(description="Write a tiny synthetic dataset in the preprocessed "
                                              "BEDLAM layout (for tests).")
     ap.add_argument("--out", required=True, help="output root (Training/ and Test/ are created)")
     ap.add_argument("--smplx", required=True,
                     help="SMPLX_NEUTRAL.npz or a folder holding smplx/SMPLX_NEUTRAL.npz")
-    ap.add_argument("--n-train", type=int, default=3)
-    ap.add_argument("--n-test", type=int, default=1)
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--width", type=int, default=96)
-    ap.add_argument("--height", type=int, default=64)
-    ap.add_argument("--max-people", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=positive_int, default=3)
+    ap.add_argument("--n-test", type=positive_int, default=1)
+    ap.add_argument("--frames", type=positive_int, default=8)
+    ap.add_argument("--width", type=positive_int, default=96)
+    ap.add_argument("--height", type=positive_int, default=64)
+    ap.add_argument("--max-people", type=nonnegative_int, default=3)
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
     args = ap.parse_args(argv)
     info = make_synthetic_bedlam(args.out, args.smplx, n_train=args.n_train, n_test=args.n_test,
                                  frames=args.frames, size=(args.width, args.height),
