@@ -88,9 +88,17 @@ def main() -> None:
     from human3r_jax.train.trainer import Trainer
 
     w, h = (int(x) for x in args.size.split("x"))
-    cfg = TrainConfig(model=args.preset, random_init=True, smplx=args.smplx or default_smplx(), batch_size=args.batch,
+    smplx = args.smplx or default_smplx()
+    data_root = args.pipeline
+    if data_root is None:  # the Trainer checks its data before it starts; the step runs on fake batches
+        from human3r_jax.data.synthetic import make_synthetic_bedlam
+
+        data_root = tempfile.mkdtemp(prefix="bench_data_")
+        make_synthetic_bedlam(data_root, smplx, n_train=1, n_test=1, frames=max(8, args.views))
+    cfg = TrainConfig(model=args.preset, random_init=True, smplx=smplx, data_root=data_root, batch_size=args.batch,
                       num_views=args.views, max_humans=args.humans, resolutions=((w, h),), compute_dtype=args.dtype,
-                      remat=args.remat, workdir=tempfile.mkdtemp(prefix="bench_train_"), samples_per_epoch=1000 * args.batch)
+                      remat=args.remat, workdir=tempfile.mkdtemp(prefix="bench_train_"),
+                      samples_per_epoch=1000 * args.batch, eval_every=0)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, log_to_tensorboard=False)
     print(f"set-up (random init, SMPL-X): {time.perf_counter() - t0:.1f} s", flush=True)

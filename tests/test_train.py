@@ -26,7 +26,7 @@ from human3r_jax.cli import main  # noqa: E402
 from human3r_jax.converters.convert import convert_file, convert_multihmr_file  # noqa: E402
 from human3r_jax.data.synthetic import make_synthetic_bedlam  # noqa: E402
 from human3r_jax.train import optim  # noqa: E402
-from human3r_jax.train.config import TrainConfig  # noqa: E402
+from human3r_jax.train.config import ConfigError, TrainConfig  # noqa: E402
 from human3r_jax.train.trainer import TrainError, Trainer  # noqa: E402
 
 
@@ -162,7 +162,7 @@ def test_bad_inputs_give_clear_errors(synth, smplx_root, tmp_path, capsys):
     assert main(["train", "--config", "tiny_synthetic", "--set", f"smplx={smplx_root}",
                  "--set", f"data_root={tmp_path / 'nowhere'}", "--set", f"workdir={tmp_path / 'w'}"]) == 2
     assert "nowhere" in capsys.readouterr().err
-    with pytest.raises(TrainError, match="fixed_grads='often': use one of accumulate, fresh, ignore"):
+    with pytest.raises(ConfigError, match="fixed_grads='often': must be one of accumulate, fresh, ignore"):
         Trainer(tiny(synth, smplx_root, tmp_path / "w4", fixed_grads="often"), log_to_tensorboard=False)
     with pytest.raises(TrainError, match="set smplx"):
         Trainer(tiny(synth, smplx_root, tmp_path / "w2", smplx=None), log_to_tensorboard=False)

@@ -3,7 +3,8 @@ command-line overrides (`--set key=value`).
 
 A config file is a Python module with `get_config() -> TrainConfig` and a docstring stating the
 command, the expected runtime and the expected result (see human3r_jax/train/configs/).
-`--config` takes a file path or the name of a bundled config.
+`--config` takes a file path or the name of a bundled config. `validate` checks every field (types,
+ranges, the fields that depend on each other) before anything is built.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import math
 from pathlib import Path
 
-from human3r_jax.data.bedlam import OFFICIAL_RESOLUTIONS
+from human3r_jax.config import HUMAN3R_PRESETS
+from human3r_jax.data.bedlam import OFFICIAL_RESOLUTIONS, SPLITS
+from human3r_jax.train.optim import FIXED_GRADS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -134,4 +138,112 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
         if key not in fields:
             raise ConfigError(f"--set {item}: unknown key {key!r} (keys: {', '.join(sorted(fields))})")
         changes[key] = _parse_value(fields[key], text.strip(), key)
-    return dataclasses.replace(cfg, **changes)
+    return validate(dataclasses.replace(cfg, **changes))
+
+
+# ---------------------------------------------------------------- validation
+
+
+COMPUTE_DTYPES = ("bfloat16", "float32")
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _text(v) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _count(lo: int, optional: bool = False):
+    return ((lambda v, c: (optional and v is None) or (_int(v) and v >= lo)),
+            f"must be an integer at least {lo}" + (" or None" if optional else ""))
+
+
+def _choice(options):
+    return (lambda v, c: isinstance(v, str) and v in options), f"must be one of {', '.join(options)}"
+
+
+FLAG = (lambda v, c: isinstance(v, bool)), "must be True or False"
+PATH = (lambda v, c: v is None or _text(v)), "must be a path (a non-empty string) or None"
+POSITIVE = (lambda v, c: _real(v) and v > 0), "must be a finite number above 0"
+FRACTION = (lambda v, c: _real(v) and 0 <= v < 1), "must be a number in [0, 1)"
+
+
+def _patch(c: TrainConfig) -> int:
+    return HUMAN3R_PRESETS[c.model].cut3r.patch_size
+
+
+def _size(v, c: TrainConfig) -> bool:
+    """(W, H): positive multiples of the patch size (the encoder's token grid; the crops take any size)."""
+    return (isinstance(v, tuple) and len(v) == 2
+            and all(_int(x) and x > 0 and x % _patch(c) == 0 for x in v))
+
+
+def _sizes_need(what: str):
+    return lambda c: f"must be {what}, W and H positive multiples of {_patch(c)} (the patch size of {c.model})"
+
+
+# field → (test(value, cfg), what it must be: text formatted with c=cfg, or a function of cfg). In field
+# order: a test may use the fields before it, which have passed theirs.
+RULES = {
+    "model": _choice(tuple(HUMAN3R_PRESETS)),
+    "init_cut3r": PATH,
+    "init_multihmr": PATH,
+    "init": ((lambda v, c: v is None or (_text(v) and not (c.init_cut3r or c.init_multihmr))),
+             "must be a path or None, and not set with init_cut3r or init_multihmr (its alternative)"),
+    "random_init": ((lambda v, c: isinstance(v, bool) and not (v and (c.init or c.init_cut3r or c.init_multihmr))),
+                    "must be True or False; True takes no init, init_cut3r or init_multihmr"),
+    "smplx": PATH,
+    "data_root": PATH,
+    "split": _choice(tuple(SPLITS)),
+    "num_views": _count(2),
+    "max_humans": _count(1),
+    "resolutions": ((lambda v, c: isinstance(v, tuple) and len(v) > 0 and all(_size(r, c) for r in v)),
+                    _sizes_need("a non-empty tuple of (W, H) pairs")),
+    "aug_crop": _count(0),
+    "batch_size": _count(1),
+    "samples_per_epoch": ((lambda v, c: _int(v) and v >= c.batch_size),
+                          "must be an integer at least batch_size ({c.batch_size}): one step per epoch"),
+    "prefetch": _count(0),
+    "epochs": _count(1),
+    "warmup_epochs": ((lambda v, c: _real(v) and 0 <= v <= c.epochs), "must be a number in [0, epochs={c.epochs}]"),
+    "lr": POSITIVE,
+    "min_lr": ((lambda v, c: _real(v) and 0 <= v <= c.lr), "must be a number in [0, lr={c.lr}]"),
+    "weight_decay": ((lambda v, c: _real(v) and v >= 0), "must be a finite number at least 0"),
+    "b1": FRACTION,
+    "b2": FRACTION,
+    "clip_norm": POSITIVE,
+    "fixed_grads": _choice(FIXED_GRADS),
+    "conf_alpha": POSITIVE,
+    "compute_dtype": _choice(COMPUTE_DTYPES),
+    "remat": FLAG,
+    "data_parallel": FLAG,
+    "eval_every": _count(0),
+    "eval_samples": ((lambda v, c: _int(v) and v >= (c.batch_size if c.eval_every else 1)),
+                     "must be an integer at least 1, and at least one batch (batch_size={c.batch_size}) when "
+                     "eval_every > 0; set eval_every=0 to train without evaluation"),
+    "eval_split": _choice(tuple(SPLITS)),
+    "eval_resolution": (_size, _sizes_need("one (W, H) pair")),
+    "eval_seed": _count(0),
+    "seed": _count(0),
+    "workdir": ((lambda v, c: _text(v)), "must be a folder path (a non-empty string)"),
+    "max_steps": _count(1, optional=True),
+    "save_every": _count(1),
+    "keep": _count(1),
+    "keep_period": _count(1, optional=True),
+    "log_every": _count(1),
+}
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Every field of `cfg` checked (RULES) → cfg; else ConfigError naming the first bad key and its value."""
+    for key, (ok, need) in RULES.items():
+        value = getattr(cfg, key)
+        if not ok(value, cfg):
+            raise ConfigError(f"{key}={value!r}: " + (need(cfg) if callable(need) else need.format(c=cfg)))
+    return cfg

@@ -13,12 +13,15 @@ initialisation, which is fingerprinted in the checkpoint and checked on resume.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import math
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,10 +34,10 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from human3r_jax import checkpoint as ckpt
-from human3r_jax.config import Human3rConfig, preset
+from human3r_jax.config import HUMAN3R_PRESETS, Human3rConfig
 from human3r_jax.models.smplx import load_smplx
 from human3r_jax.train import optim
-from human3r_jax.train.config import TrainConfig
+from human3r_jax.train.config import TrainConfig, validate
 from human3r_jax.train.forward import train_forward
 from human3r_jax.train.losses import eval_loss, total_loss
 from human3r_jax.train.targets import complete_targets
@@ -61,10 +64,7 @@ class TrainState(NamedTuple):
 
 
 def model_config(cfg: TrainConfig) -> Human3rConfig:
-    hcfg = preset(cfg.model)
-    if not isinstance(hcfg, Human3rConfig):
-        raise TrainError(f"model={cfg.model!r} is not a Human3R preset")
-    return dataclasses.replace(hcfg, max_humans=cfg.max_humans)
+    return dataclasses.replace(HUMAN3R_PRESETS[cfg.model], max_humans=cfg.max_humans)
 
 
 def _copy_into(flat: dict, source: dict, what: str) -> int:
@@ -91,15 +91,13 @@ def _cut3r_params(path: str) -> dict:
 
 def init_params(cfg: TrainConfig, hcfg: Human3rConfig, model) -> dict:
     """Flat float32 parameters: random (seeded) for the new modules, then CUT3R and Multi-HMR
-    weights where they exist (the official initialisation), or a whole Human3R checkpoint."""
+    weights where they exist (the official initialisation), or a whole Human3R checkpoint
+    (`Trainer.check_inputs` has checked that the files are set and exist)."""
     flat = ckpt.flatten(ckpt.random_params(model, cfg.seed))
     if cfg.init:
         _, _, params = ckpt.load(cfg.init)
         _copy_into(flat, ckpt.flatten(nnx.to_pure_dict(params)), cfg.init)
     elif not cfg.random_init:
-        if not (cfg.init_cut3r and cfg.init_multihmr):
-            raise TrainError("set init_cut3r and init_multihmr (the official initialisation), or init "
-                             "(a converted Human3R checkpoint), or random_init=True")
         n = _copy_into(flat, _cut3r_params(cfg.init_cut3r), cfg.init_cut3r)
         from human3r_jax.converters.convert import convert_multihmr_file
 
@@ -193,32 +191,47 @@ def optimizer(step_cfg: TrainConfig, trainable_shapes: tuple):
                                 weight_decay=step_cfg.weight_decay, b1=step_cfg.b1, b2=step_cfg.b2)
 
 
+# What orbax writes in a CheckpointManager's folder: step folders and unfinished ones (`3.orbax-checkpoint-tmp-…`).
+CHECKPOINT_ENTRY = re.compile(r"\d+(\.orbax-checkpoint-tmp.*)?")
+
+
+def check_workdir(workdir: Path) -> None:
+    """A workdir the run can create or resume in: a folder or nothing yet, under a folder, whose
+    checkpoints/ holds only this trainer's (orbax) step folders."""
+    existing = next(p for p in (workdir, *workdir.parents) if p.exists())
+    if not existing.is_dir():
+        raise TrainError(f"workdir={workdir}: {existing} exists and is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainError(f"workdir={workdir}: {existing} is not writable")
+    for sub in ("checkpoints", "logs", "export"):
+        if (workdir / sub).exists() and not (workdir / sub).is_dir():
+            raise TrainError(f"{workdir / sub}: not a folder, where the run keeps its {sub}; use another workdir")
+    ckpts = workdir / "checkpoints"
+    stray = sorted(p.name for p in ckpts.iterdir()
+                   if not (CHECKPOINT_ENTRY.fullmatch(p.name) or p.name.startswith("."))) if ckpts.is_dir() else []
+    if stray:
+        raise TrainError(f"{ckpts}: not a human3r-jax training checkpoint folder (it holds {', '.join(stray[:3])}); "
+                         "use another workdir")
+
+
 class Trainer:
-    """Builds everything a run needs; `run()` trains to `total_steps` (or `max_steps`)."""
+    """Builds everything a run needs; `run()` trains to `total_steps` (or `max_steps`).
+
+    In the order that fails fastest, so that a run that cannot start fails in seconds and leaves
+    nothing behind: the config, the devices, the input files, data indexes and workdir
+    (`check_inputs`), then SMPL-X and the model's weights (minutes at full size), and only then the
+    workdir's checkpoint manager and TensorBoard log."""
 
     def __init__(self, cfg: TrainConfig, log_to_tensorboard: bool = True):
-        import orbax.checkpoint as ocp
-
-        self.cfg = cfg
+        self.cfg = validate(cfg)
         self.hcfg = model_config(cfg)
         self.workdir = Path(cfg.workdir).absolute()
         devices = jax.local_devices() if cfg.data_parallel else jax.local_devices()[:1]
         if cfg.batch_size % len(devices):
             raise TrainError(f"batch_size={cfg.batch_size} does not split over {len(devices)} devices")
-        if cfg.total_steps <= 0:
-            raise TrainError(f"no steps: epochs={cfg.epochs} × samples_per_epoch={cfg.samples_per_epoch} "
-                             f"// batch_size={cfg.batch_size} is 0")
-        if not cfg.smplx:
-            raise TrainError("set smplx: the SMPL-X model (SMPLX_NEUTRAL.npz or its folder) completes the ground truth")
+        self.check_inputs()
         self.body_model = load_smplx(cfg.smplx, num_betas=11)
         dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else None
-        if cfg.compute_dtype not in ("bfloat16", "float32"):
-            raise TrainError(f"compute_dtype={cfg.compute_dtype!r}: use bfloat16 or float32")
-        if cfg.fixed_grads not in optim.FIXED_GRADS:
-            raise TrainError(f"fixed_grads={cfg.fixed_grads!r}: use one of {', '.join(optim.FIXED_GRADS)}")
-        if cfg.eval_every and cfg.eval_samples < cfg.batch_size:
-            raise TrainError(f"eval_samples={cfg.eval_samples} is less than one batch ({cfg.batch_size}); "
-                             "set eval_every=0 to train without evaluation")
         model = ckpt.abstract_model(self.hcfg, dtype)
         self.graphdef = nnx.graphdef(model)
         flat = init_params(cfg, self.hcfg, model)
@@ -234,24 +247,57 @@ class Trainer:
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
         put = lambda t: jax.device_put(t, self.replicated)
         self.fixed, self.frozen, self.body_model = put(fixed), put(frozen), put(self.body_model)
-        carried = {k: np.zeros(v.shape, np.float32) for k, v in fixed.items()} if cfg.fixed_grads == "accumulate" else {}
+        accumulate = cfg.fixed_grads == "accumulate"
+        carried = {k: np.zeros(v.shape, np.float32) for k, v in fixed.items()} if accumulate else {}
         state = TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable), carried)
         self.state = put(state)
         self.step_fn = compiled_step(step_cfg, self.hcfg, self.graphdef, self.tx, self.replicated)
         self.eval_fn = compiled_eval_step(self.hcfg, self.graphdef, self.replicated)
         self.best_eval = math.inf  # the lowest evaluation loss (median over batches) so far
-        self._eval_index = None
+        self.open_workdir(log_to_tensorboard)
 
-        self.manager = ocp.CheckpointManager(
-            self.workdir / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, keep_period=cfg.keep_period,
-                                                 save_interval_steps=cfg.save_every, create=True),
-            item_names=("state", "meta"))
-        self.writer = None
-        if log_to_tensorboard:
-            from human3r_jax.train.tblog import TensorBoardWriter
+    def check_inputs(self) -> None:
+        """The files the run reads and the workdir it writes, before anything slow; builds the data
+        indexes (the training split's, and the evaluation split's when the run evaluates)."""
+        cfg = self.cfg
+        if not cfg.smplx:
+            raise TrainError("set smplx: the SMPL-X model (SMPLX_NEUTRAL.npz or its folder) completes the ground truth")
+        if not (cfg.random_init or cfg.init or (cfg.init_cut3r and cfg.init_multihmr)):
+            raise TrainError("set init_cut3r and init_multihmr (the official initialisation), or init "
+                             "(a converted Human3R checkpoint), or random_init=True")
+        for key in ("smplx", "init_cut3r", "init_multihmr", "init"):
+            path = getattr(cfg, key)
+            if path and not Path(path).exists():
+                raise TrainError(f"{key}={path}: no such file or folder")
+        if cfg.init:
+            ckpt.read_config(cfg.init)  # a converted checkpoint folder (not an official .pth)
+        self.index = self.data_index(cfg.split)
+        self._eval_index = self.data_index(cfg.eval_split, allow_repeat=False) if cfg.eval_every else None
+        check_workdir(self.workdir)
 
-            self.writer = TensorBoardWriter(self.workdir / "logs")
+    def open_workdir(self, log_to_tensorboard: bool) -> None:
+        """The checkpoint manager and the TensorBoard writer, which create the workdir. If either
+        fails, the folders this call created are removed again (rmdir: only while empty)."""
+        import orbax.checkpoint as ocp
+
+        made = [p for p in (self.workdir / "checkpoints", self.workdir / "logs", self.workdir, *self.workdir.parents)
+                if not p.exists()]  # deepest first
+        try:
+            self.manager = ocp.CheckpointManager(
+                self.workdir / "checkpoints",
+                options=ocp.CheckpointManagerOptions(max_to_keep=self.cfg.keep, keep_period=self.cfg.keep_period,
+                                                     save_interval_steps=self.cfg.save_every, create=True),
+                item_names=("state", "meta"))
+            self.writer = None
+            if log_to_tensorboard:
+                from human3r_jax.train.tblog import TensorBoardWriter
+
+                self.writer = TensorBoardWriter(self.workdir / "logs")
+        except BaseException:
+            for p in made:
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+            raise
 
     # -------------------------------------------------------- checkpoints
 
@@ -299,8 +345,9 @@ class Trainer:
         flat = {**ckpt.flatten(jax.device_get(self.state.trainable)), **jax.device_get(self.fixed),
                 **jax.device_get(self.frozen)}
         out = Path(out_dir) if out_dir else self.workdir / "export" / f"step_{int(self.state.step)}"
+        inputs = (self.cfg.init, self.cfg.init_cut3r, self.cfg.init_multihmr, self.cfg.smplx, self.cfg.data_root)
         return ckpt.save(out, self.hcfg, ckpt.unflatten(flat), source={"trained_steps": int(self.state.step)},
-                         overwrite=True)
+                         overwrite=True, inputs=inputs)
 
     # -------------------------------------------------------- steps
 
@@ -326,7 +373,7 @@ class Trainer:
         from human3r_jax.data.bedlam import iterate
 
         cfg = self.cfg
-        return iterate(self.data_index(cfg.split), batch_size=cfg.batch_size, seed=cfg.seed, start_step=start_step,
+        return iterate(self.index, batch_size=cfg.batch_size, seed=cfg.seed, start_step=start_step,
                        resolutions=cfg.resolutions, aug_crop=cfg.aug_crop, max_humans=cfg.max_humans,
                        prefetch=cfg.prefetch)
 
