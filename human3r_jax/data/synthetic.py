@@ -316,8 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="output root (Training/ and Test/ are created)")
     ap.add_argument("--smplx", required=True,
                     help="SMPLX_NEUTRAL.npz or a folder holding smplx/SMPLX_NEUTRAL.npz")
-    ap.add_argument("--n-train", type=positive_int, default=3)
-    ap.add_argument("--n-test", type=positive_int, default=1)
+    ap.add_argument("--n-train", type=nonnegative_int, default=3)
+    ap.add_argument("--n-test", type=nonnegative_int, default=1)
     ap.add_argument("--frames", type=positive_int, default=8)
     ap.add_argument("--width", type=positive_int, default=96)
     ap.add_argument("--height", type=positive_int, default=64)
