@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -165,7 +167,7 @@ def save(out_dir: str | Path, cfg: ModelConfig, params: dict, source: dict | Non
     outputs.check_free_space(out_dir.parent, sum(int(np.asarray(v).nbytes) for v in flatten(params).values()))
     tmp = outputs.make_temp_dir(out_dir.parent, f".{out_dir.name}.tmp-")
     ckptr = ocp.StandardCheckpointer()
-    unsilence = outputs.silence_failed_writers(tmp)
+    unsilence = _silence_failed_writers(tmp)
     try:
         ckptr.save(tmp / "params", jax.tree.map(np.asarray, params))
         ckptr.wait_until_finished()
@@ -185,6 +187,47 @@ def save(out_dir: str | Path, cfg: ModelConfig, params: dict, source: dict | Non
     ckptr.close()
     unsilence()
     return out_dir
+
+
+class _MentionsFilter(logging.Filter):
+    def __init__(self, needle: str):
+        super().__init__()
+        self.needle = needle
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        return self.needle not in text
+
+
+def _drop_closed_loop_reports(unraisable) -> None:
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+        return
+    _previous_hook(unraisable)
+
+
+_previous_hook = sys.unraisablehook
+
+
+def _silence_failed_writers(folder: Path):
+    """Before an orbax save into `folder`: if it fails, orbax's background writers go on failing for
+    a while, each logging a traceback that names `folder` (absl, asyncio) and reporting to an asyncio
+    loop that is already closed (hundreds of tracebacks in all), while the caller reports the failure
+    in one line. Drop those reports; every other log record and unraisable error goes through.
+    → a function that undoes this (call it after a save that succeeded)."""
+    global _previous_hook
+    mentions = _MentionsFilter(str(folder))
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).addFilter(mentions)
+    if sys.unraisablehook is not _drop_closed_loop_reports:
+        _previous_hook, sys.unraisablehook = sys.unraisablehook, _drop_closed_loop_reports
+
+    def undo():
+        for name in ("absl", "asyncio"):
+            logging.getLogger(name).removeFilter(mentions)
+        if sys.unraisablehook is _drop_closed_loop_reports:
+            sys.unraisablehook = _previous_hook
+
+    return undo
 
 
 def _remove_when_quiet(folder: Path, tries: int = 25) -> None:

@@ -13,11 +13,9 @@ make them private to the owner).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -173,44 +171,3 @@ def check_free_space(folder: Path, nbytes: int) -> None:
     if free < need:
         raise OutputError(f"{folder}: not enough free space ({free / 2**20:.1f} MB free, "
                           f"{need / 2**20:.1f} MB needed)")
-
-
-class _MentionsFilter(logging.Filter):
-    def __init__(self, needle: str):
-        super().__init__()
-        self.needle = needle
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
-        return self.needle not in text
-
-
-def _drop_closed_loop_reports(unraisable) -> None:
-    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
-        return
-    _previous_hook(unraisable)
-
-
-_previous_hook = sys.unraisablehook
-
-
-def silence_failed_writers(folder: Path):
-    """Before an orbax save into `folder`: if it fails, orbax's background writers go on failing for
-    a while, each logging a traceback that names `folder` (absl, asyncio) and reporting to an asyncio
-    loop that is already closed (hundreds of tracebacks in all), while the caller reports the failure
-    in one line. Drop those reports; every other log record and unraisable error goes through.
-    → a function that undoes this (call it after a save that succeeded)."""
-    global _previous_hook
-    mentions = _MentionsFilter(str(folder))
-    for name in ("absl", "asyncio"):
-        logging.getLogger(name).addFilter(mentions)
-    if sys.unraisablehook is not _drop_closed_loop_reports:
-        _previous_hook, sys.unraisablehook = sys.unraisablehook, _drop_closed_loop_reports
-
-    def undo():
-        for name in ("absl", "asyncio"):
-            logging.getLogger(name).removeFilter(mentions)
-        if sys.unraisablehook is _drop_closed_loop_reports:
-            sys.unraisablehook = _previous_hook
-
-    return undo
