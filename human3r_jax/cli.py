@@ -1,6 +1,7 @@
 """The `human3r-jax` command.
 
     human3r-jax reconstruct INPUT… --checkpoint CKPT --out DIR   video / image folder → cameras, scene, bodies
+    human3r-jax evaluate depth|pose --dataset NAME --root DATA --checkpoint CKPT --out DIR   scene benchmarks
     human3r-jax view DIR                      interactive 3-D viewer of a reconstruction (needs viser)
     human3r-jax convert IN.pth OUT_DIR        official checkpoint → our format (no PyTorch needed)
     human3r-jax parity FIXTURE_DIR [...]      compare against a fixture of the official code
@@ -107,6 +108,16 @@ def _reconstruct(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from human3r_jax.evaluation.scene import evaluate
+
+    evaluate(args.task, args.dataset, args.root, args.out, checkpoint=args.checkpoint,
+             random_weights=args.random_weights, rescore=args.rescore, reset_interval=args.reset_interval,
+             ttt3r=args.ttt3r, align=args.align, size=args.size, progress=not args.quiet)
+    print(f"wrote {args.out}/metrics.json ({args.task}/{args.dataset})")
+    return 0
+
+
 def _view(args) -> int:
     import time
 
@@ -157,6 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an earlier output of this program (kept until the new one is complete)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_reconstruct)
+
+    e = sub.add_parser("evaluate", help="video depth / camera pose benchmarks (official protocol), resumable")
+    e.add_argument("task", choices=["depth", "pose"], help="depth: Bonn, KITTI, Sintel; pose: TUM, ScanNet, Sintel")
+    e.add_argument("--dataset", required=True, metavar="NAME",
+                   help="depth: bonn, bonn_50…bonn_500, kitti, sintel; pose: tum, tum_50…tum_1000, scannet, sintel")
+    e.add_argument("--root", required=True, metavar="DATA_DIR", help="the dataset folder (official layout)")
+    e.add_argument("--checkpoint", help="converted checkpoint folder or an official .pth")
+    e.add_argument("--random-weights", nargs="?", const="human3r_tiny", metavar="PRESET", type=_preset_name,
+                   help="no checkpoint: random weights of a preset (meaningless metrics; to try the pipeline)")
+    e.add_argument("--out", required=True, help="output folder: per-sequence predictions and metrics.json; a "
+                                               "re-run into it resumes")
+    e.add_argument("--rescore", action="store_true", help="recompute the metrics from the cached predictions "
+                                                         "(no model)")
+    e.add_argument("--reset-interval", type=nonnegative_int, metavar="N",
+                   help="reset the state every N frames, 0 = never (default: the official value: Human3R pose 100, "
+                        "otherwise never)")
+    e.add_argument("--ttt3r", action=argparse.BooleanOptionalAction, default=None,
+                   help="TTT3R state update (default: on for Human3R, off for CUT3R, as the official scripts)")
+    e.add_argument("--align", action="append", choices=["scale", "metric", "scale&shift"],
+                   help="depth alignment, repeatable (default: the official set: Human3R scale and metric, "
+                        "CUT3R scale)")
+    e.add_argument("--size", type=int, default=512, choices=[512, 224], help="model resolution rule (official 512)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_evaluate)
 
     v = sub.add_parser("view", help="interactive 3-D viewer of a reconstruction (needs the viewer extra: viser)")
     v.add_argument("out_dir", help="a `human3r-jax reconstruct` output folder")

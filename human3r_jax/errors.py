@@ -8,6 +8,9 @@ from human3r_jax.data.bedlam import DataError
 from human3r_jax.data.bedlam_preprocess import BedlamError
 from human3r_jax.data.images import ImageError
 from human3r_jax.data.video import InputError
+from human3r_jax.evaluation.depth_data import DepthDataError
+from human3r_jax.evaluation.pose import PoseDataError
+from human3r_jax.evaluation.scene import EvaluationError
 from human3r_jax.models.smplx import SmplxError
 from human3r_jax.outputs import OutputError
 from human3r_jax.train.config import ConfigError
@@ -15,4 +18,5 @@ from human3r_jax.train.trainer import TrainError
 from human3r_jax.viewer import ViewerError
 
 USER_ERRORS = (CheckpointError, ConversionError, CheckpointFormatError, FixtureError, ImageError, SmplxError, InputError, ViewerError,
-               DataError, BedlamError, ConfigError, TrainError, OutputError, FileExistsError, FileNotFoundError)
+               DataError, BedlamError, ConfigError, TrainError, OutputError, EvaluationError, DepthDataError, PoseDataError,
+               FileExistsError, FileNotFoundError)

@@ -22,14 +22,21 @@ from typing import Iterable
 
 MARKER = ".human3r-jax"
 
+# The datasets `human3r-jax evaluate` knows: each one's cache folder sits at the top of an evaluation output.
+EVALUATION_DATASETS = ("bonn", *(f"bonn_{n}" for n in range(50, 501, 50)), "kitti", "sintel", "tum",
+                       *(f"tum_{n}" for n in (50, 100, 150, 200, 300, 400, 500, 600, 700, 800, 900, 1000)),
+                       "scannet")
+
 # What each kind of output holds at its top level (anything else is the user's and is never deleted).
 CONTENTS = {
+    "evaluation": re.compile("metrics\\.json|" + "|".join(EVALUATION_DATASETS)),
     "reconstruction": re.compile(r"frames|reconstruction\.npz|trajectory\.tum|scene\.glb|smplx_faces\.npy|meta\.json"),
     "checkpoint": re.compile(r"config\.json|params"),
     "bedlam-sequence": re.compile(r"rgb|depth|mask|cam|smpl"),
 }
 # Inside sub-folders whose contents are ours to check (orbax's `params/` layout is its own).
-SUB_CONTENTS = {("reconstruction", "frames"): re.compile(r"\d{6,}\.npz")}
+SUB_CONTENTS = {("reconstruction", "frames"): re.compile(r"\d{6,}\.npz"),
+                **{("evaluation", name): re.compile(r"[^/]+\.npz|settings\.json") for name in EVALUATION_DATASETS}}
 _TEMPORARY = re.compile(r"\..+\.tmp")  # export.atomic_write's in-flight files
 
 

@@ -104,8 +104,9 @@ class _Reader:
 
     _END = object()
 
-    def __init__(self, source: FrameSource, size: int, depth: int = 4):
+    def __init__(self, source: FrameSource, size: int, depth: int = 4, prep: Callable | None = None):
         self.source, self.size = source, size
+        self.prep = prep  # raw frame → model input; default: the demo's `preprocess`
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -115,7 +116,7 @@ class _Reader:
         try:
             shape = None
             for raw in self.source:
-                img = preprocess_frame(self.source, raw, self.size)
+                img = self.prep(raw) if self.prep is not None else preprocess_frame(self.source, raw, self.size)
                 if shape is None:
                     shape = img.shape
                 elif img.shape != shape:
@@ -316,8 +317,11 @@ def _mesh_and_sharding(batch: int):
 
 
 def run(model: LoadedModel, sources: Sequence[FrameSource], writers: Sequence[SequenceWriter], settings: Settings,
-        smplx=None, on_frame: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
-    """Run sequences of one model resolution together (batch axis = sequence). Returns timing."""
+        smplx=None, on_frame: Callable[[int, dict], None] | None = None, progress: bool = True,
+        prep: Callable | None = None) -> dict:
+    """Run sequences of one model resolution together (batch axis = sequence). Returns timing.
+
+    `prep(raw_frame) -> [H, W, 3]` replaces the demo's `preprocess` (the evaluation's own frame loader)."""
     b = len(sources)
     opts = StepOptions(rgb=False, cross=False, ttt3r=settings.ttt3r)
     sharding = _mesh_and_sharding(b)
@@ -328,7 +332,7 @@ def run(model: LoadedModel, sources: Sequence[FrameSource], writers: Sequence[Se
         params = jax.device_put(params, replicated)
         carry = jax.device_put(carry, sharding)
     put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
-    readers = [_Reader(s, settings.size) for s in sources]
+    readers = [_Reader(s, settings.size, prep=prep) for s in sources]
     iters = [iter(r) for r in readers]
     last = [None] * b
     live = [True] * b
