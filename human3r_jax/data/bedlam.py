@@ -56,10 +56,8 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import importlib
 import logging
 import os
-import pickle
 import re
 import weakref
 import zipfile
@@ -69,6 +67,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import PIL.ImageEnhance
+
+from human3r_jax.pickles import load_pickle
 
 log = logging.getLogger(__name__)
 
@@ -423,48 +423,9 @@ def read_camera(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-# numpy's pickled arrays need only these globals (numpy 1.x and 2.x module names; protocol 5 uses
-# _frombuffer), plus _codecs.encode for protocol < 3 bytes (restricted to latin-1 below); anything else
-# (os.system, eval, …) is refused before it can be called.
-_PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-}
-
-
-def _latin1_bytes(text: str, encoding: str) -> bytes:
-    """Protocol < 3 pickles spell bytes as _codecs.encode(text, 'latin1'); nothing else is allowed."""
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
-    return text.encode("latin1")
-
-
-class _NumpyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) == ("_codecs", "encode"):
-            return _latin1_bytes
-        if (module, name) not in _PICKLE_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
-        if module.startswith("numpy.core."):  # numpy 2 moved numpy.core to numpy._core
-            try:
-                return getattr(importlib.import_module("numpy._core." + module[len("numpy.core."):]), name)
-            except ImportError:
-                pass
-        return getattr(importlib.import_module(module), name)
-
-
 def load_smpl_pickle(path: Path) -> list[dict]:
     """The official smpl/<frame>.pkl: a list of per-person dicts, loaded without running code."""
-    try:
-        with open(path, "rb") as f:
-            people = _NumpyUnpickler(f).load()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError,
-            MemoryError) as e:
-        raise DataError(f"{path}: cannot read the SMPL-X pickle ({e})") from None
+    people = load_pickle(path, DataError)
     if not isinstance(people, list) or not all(isinstance(p, dict) for p in people):
         raise DataError(f"{path}: expected a list of per-person dicts, got {type(people).__name__}")
     return people
