@@ -49,6 +49,24 @@ def smplx_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def smplx2smpl_file(tmp_path_factory):
+    """One synthetic smplx2smpl.pkl per session (~290 MB, dense like the real one) → (path, its matrix)."""
+    from fake_body_models import write_fake_smplx2smpl
+
+    path = tmp_path_factory.mktemp("smplx2smpl") / "smplx2smpl.pkl"
+    return path, write_fake_smplx2smpl(path, seed=0)
+
+
+@pytest.fixture(scope="session")
+def body_models_root(tmp_path_factory, smplx_root, smplx2smpl_file):
+    """A complete synthetic --body-models folder in the official layout (smpl/, smplx/)."""
+    from fake_body_models import write_fake_body_models
+
+    neutral = smplx_root / "smplx" / "SMPLX_NEUTRAL.npz"
+    return write_fake_body_models(tmp_path_factory.mktemp("models"), neutral, smplx2smpl=smplx2smpl_file[0])
+
+
 def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
     """Leaf-wise allclose of two pytrees with identical structure."""
     la, ta = jax.tree.flatten(a)

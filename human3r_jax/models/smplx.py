@@ -17,7 +17,8 @@ Joint order of the 55 rotations (the SMPL-X kinematic tree): 0 global orientatio
 rotations in another order (0 global, 1–21 body, 22–36 left hand, 37–51 right hand, 52 jaw) and
 leaves the eyes at rest; `smplx_forward` accepts either.
 
-The model file is the user's own licensed `SMPLX_NEUTRAL.npz`; it is read without pickle.
+The model file is the user's own licensed `SMPLX_NEUTRAL.npz` (the evaluation of RICH also reads the
+gendered `SMPLX_MALE.npz` / `SMPLX_FEMALE.npz`); it is read without pickle.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ NUM_JOINTS = 55  # skeleton joints
 NUM_HUMAN3R_ROTATIONS = 53  # Human3R's prediction: the skeleton without the eyes
 NUM_LANDMARKS = 51  # static face landmarks (no contour)
 NUM_OUTPUT_JOINTS = 127
+GENDERS = ("neutral", "male", "female")
 PELVIS = 0
 HEAD = 15  # Human3R's person centre: `smpl_transl` is this joint's camera-frame position
 
@@ -71,7 +73,7 @@ class SmplxError(ValueError):
                    meta_fields=["parents"])
 @dataclasses.dataclass(frozen=True)
 class SmplxModel:
-    """The SMPL-X neutral model as a pytree (V = 10475 vertices, F faces, K = 55 joints)."""
+    """An SMPL-X model (Human3R's: the neutral one) as a pytree (V = 10475 vertices, F faces, K = 55 joints)."""
 
     v_template: jax.Array  # [V, 3] rest-pose template T̄ (metres)
     shapedirs: jax.Array  # [V, 3, n_betas] identity blend shapes
@@ -102,20 +104,21 @@ class SmplxOutput(NamedTuple):
 # ---------------------------------------------------------------- loading
 
 
-def _resolve(path: Path) -> Path:
+def _resolve(path: Path, name: str) -> Path:
+    """The model file: `path` itself, or `name` (SMPLX_NEUTRAL.npz, ...) in the folder `path`."""
     if path.is_dir():
-        candidates = [path / "smplx" / "SMPLX_NEUTRAL.npz", path / "SMPLX_NEUTRAL.npz"]
+        candidates = [path / "smplx" / name, path / name]
         for c in candidates:
             if c.is_file():
                 return c
         raise SmplxError(f"no SMPL-X model in {path}: looked for {' and '.join(map(str, candidates))}. "
-                         f"SMPLX_NEUTRAL.npz comes from the official site {SMPLX_URL} "
+                         f"{name} comes from the official site {SMPLX_URL} "
                          "(models_smplx_v1_1.zip, licence required)")
     if not path.is_file():
-        raise SmplxError(f"{path}: no such file. SMPLX_NEUTRAL.npz comes from the official site "
+        raise SmplxError(f"{path}: no such file. {name} comes from the official site "
                          f"{SMPLX_URL} (models_smplx_v1_1.zip, licence required)")
     if path.suffix != ".npz":
-        raise SmplxError(f"{path}: expected the .npz release of SMPL-X (SMPLX_NEUTRAL.npz); "
+        raise SmplxError(f"{path}: expected the .npz release of SMPL-X ({name}); "
                          ".pkl files are not read because unpickling can run code")
     return path
 
@@ -147,22 +150,29 @@ def _check_shape(path: Path, key: str, a: np.ndarray, shape: tuple, what: str = 
 
 
 def load_smplx(path: str | Path, num_betas: int = 10, num_expression: int = 10,
-               dtype=jnp.float32) -> SmplxModel:
-    """Read the SMPL-X neutral model from `SMPLX_NEUTRAL.npz` (or a directory holding
-    `smplx/SMPLX_NEUTRAL.npz` or `SMPLX_NEUTRAL.npz`), keeping the first `num_betas` identity and
-    `num_expression` expression components (Human3R: 10 and 10; BEDLAM ground truth: 11 betas).
+               dtype=jnp.float32, gender: str = "neutral") -> SmplxModel:
+    """Read the SMPL-X model of `gender` from `SMPLX_<GENDER>.npz` (or a directory holding
+    `smplx/SMPLX_<GENDER>.npz` or `SMPLX_<GENDER>.npz`), keeping the first `num_betas` identity and
+    `num_expression` expression components (Human3R: neutral, 10 and 10; BEDLAM ground truth: 11 betas;
+    RICH ground truth: male or female, 10 and 10).
 
-    Raises SmplxError naming the file and the entry at fault.
+    A file whose name or stored `gender` says another gender is refused. Raises SmplxError naming the
+    file and the entry at fault.
     """
-    path = _resolve(Path(path))
-    if {"MALE", "FEMALE"} & set(re.split(r"[^A-Z]+", path.stem.upper())):
-        raise SmplxError(f"{path}: a gendered SMPL-X model; Human3R uses the neutral one "
-                         f"(SMPLX_NEUTRAL.npz from {SMPLX_URL})")
+    if gender not in GENDERS:
+        raise SmplxError(f"load_smplx: gender {gender!r}; expected one of {', '.join(GENDERS)}")
+    name = f"SMPLX_{gender.upper()}.npz"
+    path = _resolve(Path(path), name)
+    asked, source = ("Human3R uses the neutral" if gender == "neutral" else f"asked for the {gender}",
+                     f"({name} from {SMPLX_URL})")
+    other = {"NEUTRAL", "MALE", "FEMALE"} & set(re.split(r"[^A-Z]+", path.stem.upper())) - {gender.upper()}
+    if other:
+        what = "gendered" if gender == "neutral" else "/".join(sorted(other)).lower()
+        raise SmplxError(f"{path}: a {what} SMPL-X model; {asked} one {source}")
     with open_npz(path, SmplxError) as npz:
-        gender = _stored_gender(npz, path)
-        if gender is not None and gender != "neutral":
-            raise SmplxError(f"{path}: entry 'gender' is {gender!r}; Human3R uses the neutral "
-                             f"SMPL-X model (SMPLX_NEUTRAL.npz from {SMPLX_URL})")
+        stored = _stored_gender(npz, path)
+        if stored is not None and stored != gender:
+            raise SmplxError(f"{path}: entry 'gender' is {stored!r}; {asked} SMPL-X model {source}")
         required = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "kintree_table",
                     "weights", "lmk_faces_idx", "lmk_bary_coords")
         missing = [k for k in required if k not in npz.files]
