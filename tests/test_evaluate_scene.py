@@ -14,7 +14,7 @@ import pytest
 
 from human3r_jax import cli, outputs, runtime
 from human3r_jax.data.images import preprocess
-from human3r_jax.evaluation import frames, scene
+from human3r_jax.evaluation import frames, runner, scene
 from human3r_jax.evaluation.depth_data import BONN_SEQUENCES
 from human3r_jax.models.cut3r import Frame, StepOptions
 from human3r_jax.reconstruct import load_model
@@ -294,11 +294,11 @@ def test_checkpoint_digest_covers_config_and_params(tmp_path):
     (ck / "params" / "a").write_bytes(b"1234")
     (ck / "params" / "sub" / "b").write_bytes(b"5678")
     (ck / "notes.txt").write_text("not part of the weights")
-    d0 = scene.checkpoint_digest(ck)
+    d0 = runner.checkpoint_digest(ck)
     (ck / "notes.txt").write_text("changed")
-    assert scene.checkpoint_digest(ck) == d0 and len(d0) == 64
+    assert runner.checkpoint_digest(ck) == d0 and len(d0) == 64
     (ck / "params" / "sub" / "b").write_bytes(b"5679")
-    assert scene.checkpoint_digest(ck) != d0
+    assert runner.checkpoint_digest(ck) != d0
     pth = tmp_path / "m.pth"
     pth.write_bytes(b"weights")
-    assert scene.checkpoint_digest(pth) == hashlib.sha256(b"weights").hexdigest()
+    assert runner.checkpoint_digest(pth) == hashlib.sha256(b"weights").hexdigest()

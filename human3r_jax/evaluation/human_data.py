@@ -335,7 +335,8 @@ def _3dpw_frame(key: Any, entry: Any, source: str) -> dict[str, Any]:
     if not isinstance(key, str) or not _3DPW_KEY.fullmatch(key):
         raise HumanDataError(f"{where}: keys must be '<seq>/image_%05d.jpg'")
     entry = _mapping(entry, where, ("focal", "princpt", "size", "humans", "cam_poses"))
-    focal, princpt = _array(entry["focal"], f"{where}: focal", (2,)), _array(entry["princpt"], f"{where}: princpt", (2,))
+    focal = _array(entry["focal"], f"{where}: focal", (2,))
+    princpt = _array(entry["princpt"], f"{where}: princpt", (2,))
     K = _intrinsics(np.array([[focal[0], 0, princpt[0]], [0, focal[1], princpt[1]], [0, 0, 1]]), f"{where}: focal")
     _array(entry["size"], f"{where}: size", (2,))
     humans = _sequence_of(entry["humans"], f"{where}: humans")

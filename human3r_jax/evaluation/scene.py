@@ -22,20 +22,18 @@ Layouts under ROOT (N is the frame count of the subset):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import math
-import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from human3r_jax import export, outputs
+from human3r_jax import outputs
 from human3r_jax.evaluation import depth as depth_metrics
 from human3r_jax.evaluation import depth_data
 from human3r_jax.evaluation import pose as pose_metrics
-from human3r_jax.evaluation.frames import frame_files, load_eval_frame
+from human3r_jax.evaluation.frames import frame_files
+from human3r_jax.evaluation.runner import (EvaluationError, Plan, cache_path, clean, load_cache, predict, run_frames,
+                                           write_entry)
 
 TASKS = ("depth", "pose")
 BONN_N = tuple(range(50, 501, 50))
@@ -44,8 +42,7 @@ DATASETS = {
     "depth": ("bonn", *(f"bonn_{n}" for n in BONN_N), "kitti", "sintel"),
     "pose": ("tum", *(f"tum_{n}" for n in TUM_N), "scannet", "sintel"),
 }
-assert set(DATASETS["depth"]) | set(DATASETS["pose"]) == set(outputs.EVALUATION_DATASETS)
-SCHEMA_VERSION = 1
+assert set(DATASETS["depth"]) | set(DATASETS["pose"]) <= set(outputs.EVALUATION_DATASETS)
 
 DEPTH_UNITS = {
     "abs_rel": ("Abs Rel", "unitless (mean |pred−GT|/GT)"),
@@ -66,10 +63,6 @@ POSE_UNITS = {
     "rpe_rot": ("RPE rot", "degrees (RMSE over consecutive frames)"),
     "num_poses": ("poses", "count (after timestamp association)"),
 }
-
-
-class EvaluationError(ValueError):
-    """A missing or malformed dataset folder, frame list, cache or setting; the message names it."""
 
 
 # ---------------------------------------------------------------- datasets
@@ -182,41 +175,7 @@ def _pose_sequences(dataset: str, root: Path) -> list[Sequence_]:
     return out
 
 
-# ---------------------------------------------------------------- settings and model identity
-
-
-def checkpoint_digest(checkpoint: str | Path) -> str:
-    """SHA-256 of a checkpoint: the .pth file, or a converted folder's config.json and params/ files (each
-    file's relative path and bytes, in sorted order)."""
-    path = Path(checkpoint)
-    h = hashlib.sha256()
-    if path.is_file():
-        files = [(path.name, path)]
-    else:
-        files = [("config.json", path / "config.json")]
-        params = path / "params"
-        if params.is_dir():
-            files += sorted((str(p.relative_to(path)), p) for p in params.rglob("*") if p.is_file())
-    for rel, p in files:
-        if path.is_dir():
-            h.update(rel.encode() + b"\0")
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-def is_human3r(checkpoint: str | Path | None, random_weights: str | None, model=None) -> bool:
-    from human3r_jax.config import HUMAN3R_PRESETS, Human3rConfig
-
-    if model is not None:
-        return model.humans
-    if random_weights is not None:
-        return random_weights in HUMAN3R_PRESETS
-    from human3r_jax import checkpoint as ckpt
-
-    cfg, _ = ckpt.read_config(checkpoint)
-    return isinstance(cfg, Human3rConfig)
+# ---------------------------------------------------------------- settings
 
 
 def official_defaults(task: str, human3r: bool) -> dict:
@@ -229,93 +188,20 @@ def official_defaults(task: str, human3r: bool) -> dict:
 # ---------------------------------------------------------------- running
 
 
-@dataclasses.dataclass(frozen=True)
-class _Raw:
-    index: int
-    name: str
-    path: Path
-    time: float
-
-    @property
-    def image(self):  # used by reconstruct's size-mismatch message only
-        from human3r_jax.data.images import open_image
-
-        return open_image(self.path)
-
-
-class _EvalSource:
-    """The frames of one sequence for `reconstruct.run` (decoded by the eval loader through `prep`)."""
-
-    kind, fps, subsample = "images", None, 1
-
-    def __init__(self, seq: Sequence_):
-        self.path = seq.frames[0].parent
-        self.files = seq.frames
-
-    def __len__(self):
-        return len(self.files)
-
-    def __iter__(self):
-        for i, f in enumerate(self.files):
-            yield _Raw(i, f.name, f, float(i))
-
-
-class _Collect:
-    """A `SequenceWriter`-like sink keeping what the evaluation caches."""
-
-    def __init__(self, bar):
-        self.depth, self.c2w, self.focal, self.names, self.bar = [], [], [], [], bar
-
-    def add(self, raw, img, res):
-        self.depth.append(np.asarray(res["depth"], np.float32))
-        self.c2w.append(np.asarray(res["c2w"], np.float32))
-        self.focal.append(np.float32(res["intrinsics"][0, 0]))
-        self.names.append(raw.name)
-        if self.bar is not None:
-            self.bar.update(1)
-
-
 def _run_sequence(model, seq: Sequence_, settings: dict, bar) -> dict:
-    from human3r_jax.data.images import ImageError
-    from human3r_jax.reconstruct import Settings, run
+    depth, c2w, focal, names = [], [], [], []
 
-    size, crop = settings["size"], settings["crop"]
+    def add(raw, img, res):
+        depth.append(np.asarray(res["depth"], np.float32))
+        c2w.append(np.asarray(res["c2w"], np.float32))
+        focal.append(np.float32(res["intrinsics"][0, 0]))
+        names.append(raw.name)
+        if bar is not None:
+            bar.update(1)
 
-    def prep(raw):
-        try:
-            return load_eval_frame(raw.path, size, crop)
-        except ImageError as e:
-            msg = str(e)
-            raise EvaluationError(msg if str(raw.path) in msg else f"{raw.path}: {msg}") from None
-
-    sink = _Collect(bar)
-    run(model, [_EvalSource(seq)], [sink],
-        Settings(size=size, reset_interval=settings["reset_interval"], ttt3r=settings["ttt3r"]),
-        progress=False, prep=prep)
-    return {"depth": np.stack(sink.depth), "c2w": np.stack(sink.c2w), "focal": np.asarray(sink.focal, np.float32),
-            "frame_name": np.asarray(sink.names, str)}
-
-
-def _load_cache(path: Path, n_frames: int) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            cache = {k: z[k] for k in ("depth", "c2w", "focal", "frame_name")}
-    except (OSError, ValueError, KeyError) as e:
-        raise EvaluationError(f"{path}: unreadable prediction cache ({e}); delete it to recompute") from None
-    if len(cache["c2w"]) != n_frames:
-        raise EvaluationError(f"{path}: caches {len(cache['c2w'])} frames, the sequence has {n_frames}; "
-                              "the data changed since: evaluate into another --out")
-    return cache
-
-
-def _prepare_out(out: Path, guarded: Sequence) -> None:
-    real = out.resolve()
-    for g in guarded:
-        if g is not None and Path(g).resolve() in real.parents:
-            raise EvaluationError(f"{out}: the output folder lies inside the input {g}; choose another --out")
-    outputs.check_output(out, "evaluation", True, guarded)  # absent, empty, or an evaluation of ours (resumed)
-    out.mkdir(parents=True, exist_ok=True)
-    outputs.mark(out, "evaluation")
+    run_frames(model, seq.frames, settings, add)
+    return {"depth": np.stack(depth), "c2w": np.stack(c2w), "focal": np.asarray(focal, np.float32),
+            "frame_name": np.asarray(names, str)}
 
 
 def _require_eval_extra() -> None:
@@ -346,111 +232,27 @@ def evaluate(task: str, dataset: str, root: str | Path, out: str | Path, *, chec
         for a in align:
             if a not in depth_metrics.OFFICIAL_ALIGN:
                 raise EvaluationError(f"unknown --align {a!r}; known: {', '.join(depth_metrics.OFFICIAL_ALIGN)}")
-    _prepare_out(out, [root, checkpoint])
-    cache_dir = out / dataset
-    settings_file = cache_dir / "settings.json"
-    previous = json.loads(settings_file.read_text()) if settings_file.is_file() else None
-    if previous is not None and previous.get("task") != task:
-        raise EvaluationError(f"{cache_dir}: holds {previous.get('task')} predictions of {dataset}; evaluate "
-                              f"{task} into another --out")
 
-    model = None
-    if rescore:
-        if previous is None:
-            raise EvaluationError(f"{cache_dir}: no cached predictions to rescore (run without --rescore first)")
-        settings = previous
-        human3r = settings["model"]["human3r"]
-    else:
-        if checkpoint is None and random_weights is None:
-            from human3r_jax.reconstruct import CHECKPOINT_HELP
-
-            raise EvaluationError(f"no model given: {CHECKPOINT_HELP}")
-        if checkpoint is not None and Path(checkpoint).is_file():
-            from human3r_jax.reconstruct import load_model
-
-            model = load_model(checkpoint, None)  # an official .pth: its kind is known once converted
-        if checkpoint is not None and not Path(checkpoint).exists():
-            raise EvaluationError(f"{checkpoint}: no such checkpoint file or folder")
-        human3r = is_human3r(checkpoint, random_weights, model)
+    def settings(human3r: bool) -> dict:
         defaults = official_defaults(task, human3r)
-        ri = defaults["reset_interval"] if reset_interval is None else (reset_interval or None)
-        settings = {
-            "schema_version": SCHEMA_VERSION, "task": task, "dataset": dataset, "size": size,
-            "crop": task == "pose", "reset_interval": ri,
-            "ttt3r": defaults["ttt3r"] if ttt3r is None else bool(ttt3r),
-            "model": {"source": str(checkpoint) if checkpoint is not None else f"random weights ({random_weights})",
-                      "human3r": human3r, "random_weights": random_weights,
-                      "sha256": checkpoint_digest(checkpoint) if checkpoint is not None else None},
-        }
-        if previous is not None:
-            if previous != settings:
-                raise EvaluationError(f"{cache_dir}: its cached predictions were made with other settings or "
-                                      f"another model ({_diff(previous, settings)}); evaluate into another --out "
-                                      "or pass --rescore")
-        cache_dir.mkdir(exist_ok=True)
-        export.save_json(settings_file, settings)
-    aligns = list(align) if align is not None else official_defaults(task, human3r)["align"]
+        return {"size": size, "crop": task == "pose",
+                "reset_interval": defaults["reset_interval"] if reset_interval is None else (reset_interval or None),
+                "ttt3r": defaults["ttt3r"] if ttt3r is None else bool(ttt3r)}
 
-    # predictions: each missing sequence run and cached
-    todo = [s for s in seqs if not (cache_dir / f"{s.name}.npz").is_file()]
-    if rescore and todo:
-        raise EvaluationError(f"{cache_dir / (todo[0].name + '.npz')}: not cached; --rescore needs every "
-                              "sequence's predictions (run without --rescore to compute them)")
-    if todo:
-        if model is None:
-            from human3r_jax.reconstruct import load_model
-
-            model = load_model(checkpoint, random_weights)
-        if model.random_weights:
-            print(f"human3r-jax evaluate: RANDOM WEIGHTS ({random_weights}): this exercises the pipeline; the "
-                  "metrics are meaningless.", file=sys.stderr)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=sum(len(s.frames) for s in todo), unit="frame", desc=f"{task} {dataset}",
-                       dynamic_ncols=True)
-        try:
-            for s in todo:
-                if bar is not None:
-                    bar.set_postfix(seq=s.name)
-                pred = _run_sequence(model, s, settings, bar)
-                export.save_npz(cache_dir / f"{s.name}.npz", pred)
-                if on_sequence is not None:
-                    on_sequence(s.name)
-        finally:
-            if bar is not None:
-                bar.close()
-
-    entry = _score(task, dataset, seqs, cache_dir, settings, aligns)
-    metrics_file = out / "metrics.json"
-    doc = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    doc.setdefault("schema_version", SCHEMA_VERSION)
-    doc.setdefault("results", {})[f"{task}/{dataset}"] = entry
-    export.save_json(metrics_file, doc)
+    plan = Plan(task, dataset, seqs, settings, _run_sequence, guarded=[root])
+    cache_dir, used = predict(plan, out, checkpoint=checkpoint, random_weights=random_weights, rescore=rescore,
+                              progress=progress, on_sequence=on_sequence)
+    aligns = list(align) if align is not None else official_defaults(task, used["model"]["human3r"])["align"]
+    entry = _score(task, dataset, seqs, cache_dir, used, aligns)
+    write_entry(out, entry)
     if print_table:
         print(markdown_table(entry))
     return entry
 
 
-def _diff(a: dict, b: dict) -> str:
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return ", ".join(f"{k}: {a.get(k)!r} then {b.get(k)!r}" for k in keys)
-
-
-def _clean(x):
-    """JSON-safe floats (NaN → null)."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (float, np.floating)):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
 def _score(task, dataset, seqs, cache_dir, settings, aligns) -> dict:
-    caches = {s.name: _load_cache(cache_dir / f"{s.name}.npz", len(s.frames)) for s in seqs}
+    keys = ("depth", "c2w", "focal", "frame_name")
+    caches = {s.name: load_cache(cache_path(cache_dir, s.name), keys, len(s.frames)) for s in seqs}
     entry = {"task": task, "dataset": dataset, "settings": settings, "sequences_listed": [s.name for s in seqs]}
     if task == "pose":
         per = {}
@@ -460,9 +262,9 @@ def _score(task, dataset, seqs, cache_dir, settings, aligns) -> dict:
         mean = pose_metrics.aggregate_sequences(per)
         entry["metrics"] = {k: {"name": n, "unit": u} for k, (n, u) in POSE_UNITS.items()}
         entry["aggregation"] = "plain mean over the sequences that did not fail"
-        entry["sequences"] = {k: _clean({**r.as_dict(), "num_poses": r.num_poses, "failed": r.failed,
-                                         "reason": r.reason}) for k, r in per.items()}
-        entry["mean"] = _clean(mean)
+        entry["sequences"] = {k: clean({**r.as_dict(), "num_poses": r.num_poses, "failed": r.failed,
+                                        "reason": r.reason}) for k, r in per.items()}
+        entry["mean"] = clean(mean)
         return entry
     import cv2
 
@@ -485,7 +287,7 @@ def _score(task, dataset, seqs, cache_dir, settings, aligns) -> dict:
             mean = depth_metrics.aggregate_sequences(list(results[a].values()))
         except ZeroDivisionError:
             mean = {k: None for k in depth_metrics.METRICS}
-        entry["align"][a] = {"sequences": _clean(results[a]), "mean": _clean(mean)}
+        entry["align"][a] = {"sequences": clean(results[a]), "mean": clean(mean)}
     return entry
 
 
