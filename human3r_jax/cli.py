@@ -1,7 +1,7 @@
 """The `human3r-jax` command.
 
     human3r-jax reconstruct INPUT… --checkpoint CKPT --out DIR   video / image folder → cameras, scene, bodies
-    human3r-jax evaluate depth|pose --dataset NAME --root DATA --checkpoint CKPT --out DIR   scene benchmarks
+    human3r-jax evaluate human|depth|pose --dataset NAME --root DATA --checkpoint CKPT --out DIR   benchmarks
     human3r-jax view DIR                      interactive 3-D viewer of a reconstruction (needs viser)
     human3r-jax convert IN.pth OUT_DIR        official checkpoint → our format (no PyTorch needed)
     human3r-jax parity FIXTURE_DIR [...]      compare against a fixture of the official code
@@ -109,11 +109,28 @@ def _reconstruct(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from human3r_jax.evaluation.scene import evaluate
+    from human3r_jax.evaluation.runner import EvaluationError
 
-    evaluate(args.task, args.dataset, args.root, args.out, checkpoint=args.checkpoint,
-             random_weights=args.random_weights, rescore=args.rescore, reset_interval=args.reset_interval,
-             ttt3r=args.ttt3r, align=args.align, size=args.size, progress=not args.quiet)
+    common = dict(checkpoint=args.checkpoint, random_weights=args.random_weights, rescore=args.rescore,
+                  reset_interval=args.reset_interval, ttt3r=args.ttt3r, size=args.size, progress=not args.quiet)
+    if args.task == "human":
+        from human3r_jax.evaluation.human import evaluate as evaluate_human
+
+        if args.body_models is None:
+            raise EvaluationError("evaluate human needs --body-models DIR (the SMPL / SMPL-X files; see the README)")
+        if args.align:
+            raise EvaluationError("--align is for the depth task only")
+        sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+        evaluate_human(args.dataset, args.root, args.out, body_models=args.body_models, sequences=sequences,
+                       fix_quirks=args.fix_quirks, **common)
+    else:
+        from human3r_jax.evaluation.scene import evaluate
+
+        for flag, value in (("--body-models", args.body_models), ("--sequences", args.sequences),
+                            ("--fix-quirks", args.fix_quirks)):
+            if value:
+                raise EvaluationError(f"{flag} is for the human task only")
+        evaluate(args.task, args.dataset, args.root, args.out, align=args.align, **common)
     print(f"wrote {args.out}/metrics.json ({args.task}/{args.dataset})")
     return 0
 
@@ -169,10 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_reconstruct)
 
-    e = sub.add_parser("evaluate", help="video depth / camera pose benchmarks (official protocol), resumable")
-    e.add_argument("task", choices=["depth", "pose"], help="depth: Bonn, KITTI, Sintel; pose: TUM, ScanNet, Sintel")
+    e = sub.add_parser("evaluate", help="human mesh / video depth / camera pose benchmarks (official protocols), "
+                                        "resumable")
+    e.add_argument("task", choices=["human", "depth", "pose"],
+                   help="human: 3DPW, EMDB, RICH; depth: Bonn, KITTI, Sintel; pose: TUM, ScanNet, Sintel")
     e.add_argument("--dataset", required=True, metavar="NAME",
-                   help="depth: bonn, bonn_50…bonn_500, kitti, sintel; pose: tum, tum_50…tum_1000, scannet, sintel")
+                   help="human: 3dpw, emdb1, emdb2, rich; depth: bonn, bonn_50…bonn_500, kitti, sintel; "
+                        "pose: tum, tum_50…tum_1000, scannet, sintel")
     e.add_argument("--root", required=True, metavar="DATA_DIR", help="the dataset folder (official layout)")
     e.add_argument("--checkpoint", help="converted checkpoint folder or an official .pth")
     e.add_argument("--random-weights", nargs="?", const="human3r_tiny", metavar="PRESET", type=_preset_name,
@@ -182,14 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rescore", action="store_true", help="recompute the metrics from the cached predictions "
                                                          "(no model)")
     e.add_argument("--reset-interval", type=nonnegative_int, metavar="N",
-                   help="reset the state every N frames, 0 = never (default: the official value: Human3R pose 100, "
-                        "otherwise never)")
+                   help="reset the state every N frames, 0 = never (default: the official value: 3dpw/emdb1 100, "
+                        "emdb2 50, rich never; Human3R pose 100; depth never)")
     e.add_argument("--ttt3r", action=argparse.BooleanOptionalAction, default=None,
                    help="TTT3R state update (default: on for Human3R, off for CUT3R, as the official scripts)")
     e.add_argument("--align", action="append", choices=["scale", "metric", "scale&shift"],
                    help="depth alignment, repeatable (default: the official set: Human3R scale and metric, "
                         "CUT3R scale)")
     e.add_argument("--size", type=int, default=512, choices=[512, 224], help="model resolution rule (official 512)")
+    e.add_argument("--body-models", metavar="DIR", help="human: the licensed SMPL / SMPL-X files (smpl/, smplx/ "
+                                                        "as the official models folder; see the README)")
+    e.add_argument("--sequences", metavar="NAME,…", help="human: score only these sequences")
+    e.add_argument("--fix-quirks", action="store_true", help="human: fix the released code's 3DPW gender and RICH "
+                                                             "intrinsics quirks (not the paper's protocol)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_evaluate)
 

@@ -25,7 +25,7 @@ MARKER = ".human3r-jax"
 # The datasets `human3r-jax evaluate` knows: each one's cache folder sits at the top of an evaluation output.
 EVALUATION_DATASETS = ("bonn", *(f"bonn_{n}" for n in range(50, 501, 50)), "kitti", "sintel", "tum",
                        *(f"tum_{n}" for n in (50, 100, 150, 200, 300, 400, 500, 600, 700, 800, 900, 1000)),
-                       "scannet")
+                       "scannet", "3dpw", "emdb1", "emdb2", "rich")
 
 # What each kind of output holds at its top level (anything else is the user's and is never deleted).
 CONTENTS = {
@@ -35,8 +35,9 @@ CONTENTS = {
     "bedlam-sequence": re.compile(r"rgb|depth|mask|cam|smpl"),
 }
 # Inside sub-folders whose contents are ours to check (orbax's `params/` layout is its own).
+_CACHE = re.compile(r"[^/]+\.npz|settings\.json|3dpw_test\.pkl")  # an evaluation's per-dataset folder
 SUB_CONTENTS = {("reconstruction", "frames"): re.compile(r"\d{6,}\.npz"),
-                **{("evaluation", name): re.compile(r"[^/]+\.npz|settings\.json") for name in EVALUATION_DATASETS}}
+                **{("evaluation", name): _CACHE for name in EVALUATION_DATASETS}}
 _TEMPORARY = re.compile(r"\..+\.tmp")  # export.atomic_write's in-flight files
 
 

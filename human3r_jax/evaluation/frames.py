@@ -57,6 +57,13 @@ def eval_model_size(width: int, height: int, size: int = 512) -> tuple[int, int]
     return _geometry(width, height, size)[2]
 
 
+def eval_crop(width: int, height: int, size: int = 512) -> tuple[float, float, int, int]:
+    """(sx, sy, left, top): the eval loader's resize factors and crop offset, so that a raw pixel (u, v) lands at
+    (sx·u − left, sy·v − top) in the cropped image (the exact intrinsics of the crop mode)."""
+    (rw, rh), box, _ = _geometry(width, height, size)
+    return rw / width, rh / height, int(round(box[0])), int(round(box[1]))
+
+
 def eval_preprocess(img: PIL.Image.Image, size: int = 512, crop: bool = True) -> np.ndarray:
     """One RGB image as ``load_images_for_eval(…, size, crop)`` → [H, W, 3] float32 in [−1, 1]."""
     w1, h1 = img.size
