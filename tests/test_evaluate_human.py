@@ -55,7 +55,7 @@ def test_3dpw_raw_release_end_to_end_and_rerun_skips(tmp_path, capsys, monkeypat
 
     # a re-run runs no model and prepares nothing: same numbers
     monkeypatch.setattr(human_data, "prepare_3dpw", lambda *a, **k: pytest.fail("prepared again"))
-    monkeypatch.setattr(human, "run_frames", lambda *a, **k: pytest.fail("ran the model again"))
+    monkeypatch.setattr(runner, "run_frames", lambda *a, **k: pytest.fail("ran the model again"))
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert _entry(out, "3dpw")["mean"] == entry["mean"]
@@ -203,3 +203,25 @@ def test_a_missing_body_model_file_is_named_with_its_source(tmp_path, capsys, bo
                             human_data.EMDB_SEQUENCES[1][0]], capsys)
     assert code == 2 and len(err) == 1 and "SMPL_FEMALE.pkl" in err[0] and "smpl.is.tue.mpg.de" in err[0], err
     assert not (tmp_path / "o").exists()  # nothing written before the inputs were checked
+
+
+def test_sequences_batched_over_devices_predict_what_they_predict_alone(tmp_path, monkeypatch, body_models_root):
+    names = human_data.EMDB_SEQUENCES[1][:3]
+    root = tmp_path / "EMDB"
+    write_emdb(root, 1, seed=6, sequences=names, frames=4)
+    run = dict(body_models=body_models_root, random_weights="human3r_tiny", size=224, sequences=list(names),
+               progress=False, print_table=False)
+    alone = human.evaluate("emdb1", root, tmp_path / "alone", **run)
+    batches = []
+    real = runner.run_frames
+    monkeypatch.setattr(runner.jax, "local_devices", lambda: [None, None])  # two devices: sequences in pairs
+    monkeypatch.setattr(runner, "run_frames", lambda m, frames, *a: (batches.append(len(frames)), real(m, frames, *a)))
+    together = human.evaluate("emdb1", root, tmp_path / "together", **run)
+    assert batches == [2, 1]
+    assert together["sequences"] == alone["sequences"]
+    for name in names:
+        a = np.load(runner.cache_path(tmp_path / "alone" / "emdb1", name))
+        b = np.load(runner.cache_path(tmp_path / "together" / "emdb1", name))
+        np.testing.assert_array_equal(b["person_frame"], a["person_frame"])
+        for k in ("c2w", "focal", "transl", "rotmat"):  # float32; a batch of 2 reorders XLA's reductions
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-4, err_msg=k)

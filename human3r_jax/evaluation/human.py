@@ -34,7 +34,7 @@ from human3r_jax.evaluation import human_data
 from human3r_jax.evaluation import human_metrics as hm
 from human3r_jax.evaluation.frames import eval_crop
 from human3r_jax.evaluation.runner import (EvaluationError, Plan, cache_path, clean, load_cache, predict, prepare_out,
-                                           run_frames, write_entry)
+                                           write_entry)
 
 DATASETS = human_data.DATASETS
 # The official run scripts' --reset_interval (run.sh, run_emdb2.sh, run_rich.sh: 1000000 = never).
@@ -66,30 +66,31 @@ CHUNK = 32  # bodies per jitted SMPL-X call (one compilation)
 # ---------------------------------------------------------------- running
 
 
-def _run_sequence(model, seq, settings: dict, bar) -> dict:
-    names, c2w, focal, hw, person_frame = [], [], [], None, []
+def _collect(seq):
+    """What the scores need of each frame: the kept detections' SMPL-X parameters (flattened, with their frame),
+    the focal and the chained camera-to-world pose."""
+    names, c2w, focal, hw, person_frame = [], [], [], [], []
     people = {k: [] for k in ("smpl_rotmat", "smpl_shape", "smpl_expression", "smpl_transl")}
 
     def add(raw, img, res):
-        nonlocal hw
         i = len(names)
         names.append(raw.name)
         c2w.append(np.asarray(res["c2w"], np.float32))
         focal.append(np.float32(res["intrinsics"][0, 0]))
-        hw = img.shape[:2]
+        hw[:] = img.shape[:2]
         valid = np.asarray(res["smpl_valid"], bool)
         person_frame.extend([i] * int(valid.sum()))
         for k in people:
             people[k].append(np.asarray(res[k], np.float32)[valid])
-        if bar is not None:
-            bar.update(1)
 
-    run_frames(model, seq.frames, settings, add)
-    return {"frame_name": np.asarray(names, str), "c2w": np.stack(c2w), "focal": np.asarray(focal, np.float32),
-            "image_hw": np.asarray(hw, np.int64), "person_frame": np.asarray(person_frame, np.int64),
-            "rotmat": np.concatenate(people["smpl_rotmat"]), "shape": np.concatenate(people["smpl_shape"]),
-            "expression": np.concatenate(people["smpl_expression"]),
-            "transl": np.concatenate(people["smpl_transl"])}
+    def finish() -> dict:
+        return {"frame_name": np.asarray(names, str), "c2w": np.stack(c2w), "focal": np.asarray(focal, np.float32),
+                "image_hw": np.asarray(hw, np.int64), "person_frame": np.asarray(person_frame, np.int64),
+                "rotmat": np.concatenate(people["smpl_rotmat"]), "shape": np.concatenate(people["smpl_shape"]),
+                "expression": np.concatenate(people["smpl_expression"]),
+                "transl": np.concatenate(people["smpl_transl"])}
+
+    return add, finish
 
 
 # ---------------------------------------------------------------- bodies
@@ -287,7 +288,7 @@ def evaluate(dataset: str, root: str | Path, out: str | Path, *, body_models: st
         ri = RESET_INTERVAL[dataset] if reset_interval is None else (reset_interval or None)
         return {"size": size, "crop": True, "reset_interval": ri, "ttt3r": True if ttt3r is None else bool(ttt3r)}
 
-    plan = Plan("human", dataset, seqs, settings, _run_sequence, guarded=[root, models_root])
+    plan = Plan("human", dataset, seqs, settings, _collect, guarded=[root, models_root])
     cache_dir, used = predict(plan, out, checkpoint=checkpoint, random_weights=random_weights, rescore=rescore,
                               progress=progress, on_sequence=on_sequence)
     if not used["model"]["human3r"]:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import jax
 import numpy as np
 
 from human3r_jax import export, outputs
@@ -82,7 +83,8 @@ class Plan:
     dataset: str
     sequences: list                      # objects with .name (str) and .frames (list of paths)
     settings: Callable[[bool], dict]     # human3r → the run settings (size, crop, reset_interval, ttt3r, …)
-    run_sequence: Callable[[Any, Any, dict, Any], dict]  # (model, sequence, settings, bar) → arrays to cache
+    collect: Callable[[Any], tuple[Callable, Callable[[], dict]]]  # sequence → (add(raw, img, res), finish() →
+    #                                                               the arrays to cache)
     guarded: Sequence = ()               # inputs the output folder must not be or lie in
 
 
@@ -154,13 +156,16 @@ def predict(plan: Plan, out: Path, *, checkpoint: str | Path | None = None, rand
         bar = tqdm(total=sum(len(s.frames) for s in todo), unit="frame", desc=f"{plan.task} {plan.dataset}",
                    dynamic_ncols=True)
     try:
-        for s in todo:
+        for group in _batches(todo, settings, len(jax.local_devices())):
             if bar is not None:
-                bar.set_postfix(seq=s.name)
-            pred = plan.run_sequence(model, s, settings, bar)
-            export.save_npz(cache_path(cache_dir, s.name), pred)
-            if on_sequence is not None:
-                on_sequence(s.name)
+                bar.set_postfix(seq=",".join(s.name for s in group))
+            sinks = [plan.collect(s) for s in group]
+            adds = [_counted(add, bar) for add, _ in sinks]
+            run_frames(model, [s.frames for s in group], settings, adds)
+            for s, (_, finish) in zip(group, sinks):
+                export.save_npz(cache_path(cache_dir, s.name), finish())
+                if on_sequence is not None:
+                    on_sequence(s.name)
     finally:
         if bar is not None:
             bar.close()
@@ -203,10 +208,32 @@ class _Sink:
         self.add = add
 
 
-def run_frames(model, frames: Sequence[Path], settings: dict, add: Callable[[Any, np.ndarray, dict], None]) -> None:
-    """One sequence through `reconstruct.run` (the jitted step, the official reset duplicates and pose chaining)
-    with the evaluation's frame loader (settings: size, crop, reset_interval, ttt3r); `add(raw, img, res)` gets
-    each frame's results."""
+def _counted(add, bar):
+    def counted(raw, img, res):
+        add(raw, img, res)
+        if bar is not None:
+            bar.update(1)
+    return counted
+
+
+def _batches(seqs: list, settings: dict, n: int) -> list[list]:
+    """Sequences in runs of at most n (the local devices) that share a model resolution, in their order."""
+    if n <= 1:
+        return [[s] for s in seqs]
+    from human3r_jax.data.images import open_image
+    from human3r_jax.evaluation.frames import eval_model_size
+
+    by_size: dict[tuple, list] = {}
+    for s in seqs:
+        by_size.setdefault(eval_model_size(*open_image(s.frames[0]).size, settings["size"]), []).append(s)
+    return [g[i:i + n] for g in by_size.values() for i in range(0, len(g), n)]
+
+
+def run_frames(model, frames: Sequence[Sequence[Path]], settings: dict,
+               adds: Sequence[Callable[[Any, np.ndarray, dict], None]]) -> None:
+    """Sequences of one model resolution through `reconstruct.run` together (the batch axis spread over the
+    local devices; the jitted step, the official reset duplicates and pose chaining) with the evaluation's frame
+    loader (settings: size, crop, reset_interval, ttt3r); `adds[j](raw, img, res)` gets sequence j's frames."""
     from human3r_jax.data.images import ImageError
     from human3r_jax.evaluation.frames import load_eval_frame
     from human3r_jax.reconstruct import Settings, run
@@ -220,7 +247,7 @@ def run_frames(model, frames: Sequence[Path], settings: dict, add: Callable[[Any
             msg = str(e)
             raise EvaluationError(msg if str(raw.path) in msg else f"{raw.path}: {msg}") from None
 
-    run(model, [_Frames(frames)], [_Sink(add)],
+    run(model, [_Frames(f) for f in frames], [_Sink(a) for a in adds],
         Settings(size=size, reset_interval=settings["reset_interval"], ttt3r=settings["ttt3r"]),
         progress=False, prep=prep)
 

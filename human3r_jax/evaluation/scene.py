@@ -32,8 +32,7 @@ from human3r_jax.evaluation import depth as depth_metrics
 from human3r_jax.evaluation import depth_data
 from human3r_jax.evaluation import pose as pose_metrics
 from human3r_jax.evaluation.frames import frame_files
-from human3r_jax.evaluation.runner import (EvaluationError, Plan, cache_path, clean, load_cache, predict, run_frames,
-                                           write_entry)
+from human3r_jax.evaluation.runner import EvaluationError, Plan, cache_path, clean, load_cache, predict, write_entry
 
 TASKS = ("depth", "pose")
 BONN_N = tuple(range(50, 501, 50))
@@ -188,7 +187,8 @@ def official_defaults(task: str, human3r: bool) -> dict:
 # ---------------------------------------------------------------- running
 
 
-def _run_sequence(model, seq: Sequence_, settings: dict, bar) -> dict:
+def _collect(seq: Sequence_):
+    """What the depth and pose scores need of each frame: z of the self-view points, chained c2w, focal."""
     depth, c2w, focal, names = [], [], [], []
 
     def add(raw, img, res):
@@ -196,12 +196,12 @@ def _run_sequence(model, seq: Sequence_, settings: dict, bar) -> dict:
         c2w.append(np.asarray(res["c2w"], np.float32))
         focal.append(np.float32(res["intrinsics"][0, 0]))
         names.append(raw.name)
-        if bar is not None:
-            bar.update(1)
 
-    run_frames(model, seq.frames, settings, add)
-    return {"depth": np.stack(depth), "c2w": np.stack(c2w), "focal": np.asarray(focal, np.float32),
-            "frame_name": np.asarray(names, str)}
+    def finish() -> dict:
+        return {"depth": np.stack(depth), "c2w": np.stack(c2w), "focal": np.asarray(focal, np.float32),
+                "frame_name": np.asarray(names, str)}
+
+    return add, finish
 
 
 def _require_eval_extra() -> None:
@@ -239,7 +239,7 @@ def evaluate(task: str, dataset: str, root: str | Path, out: str | Path, *, chec
                 "reset_interval": defaults["reset_interval"] if reset_interval is None else (reset_interval or None),
                 "ttt3r": defaults["ttt3r"] if ttt3r is None else bool(ttt3r)}
 
-    plan = Plan(task, dataset, seqs, settings, _run_sequence, guarded=[root])
+    plan = Plan(task, dataset, seqs, settings, _collect, guarded=[root])
     cache_dir, used = predict(plan, out, checkpoint=checkpoint, random_weights=random_weights, rescore=rescore,
                               progress=progress, on_sequence=on_sequence)
     aligns = list(align) if align is not None else official_defaults(task, used["model"]["human3r"])["align"]
