@@ -14,8 +14,9 @@ import pytest
 
 from human3r_jax import cli, outputs, runtime
 from human3r_jax.data.images import preprocess
+from human3r_jax.evaluation import depth as depth_metrics
 from human3r_jax.evaluation import frames, runner, scene
-from human3r_jax.evaluation.depth_data import BONN_SEQUENCES
+from human3r_jax.evaluation.depth_data import BONN_SEQUENCES, SINTEL_POSE_SEQUENCES
 from human3r_jax.models.cut3r import Frame, StepOptions
 from human3r_jax.reconstruct import load_model
 
@@ -55,6 +56,82 @@ def make_tum(root: Path, seqs=("rgbd_dataset_freiburg3_sitting_static", "rgbd_da
             q = [0.0, np.sin(0.05 * i), 0.0, np.cos(0.05 * i)]
             lines.append(" ".join(f"{v:.6f}" for v in [t, *p, *q]))
         (d / "groundtruth_90.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _c2w(i: int, k: int = 0) -> np.ndarray:
+    """A camera-to-world pose of a curved (non-collinear) path: frame i of sequence k."""
+    a = 0.05 * i + 0.01 * k
+    m = np.eye(4)
+    m[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+    m[:3, 3] = [0.3 * i, 0.1 * i * i, 0.05 * (i % 2) + 0.02 * k]
+    return m
+
+
+KITTI = Path("depth_selection") / "val_selection_cropped"
+
+
+def make_kitti(root: Path, drives=("2011_09_26_drive_0002_sync", "2011_09_26_drive_0005_sync"),
+               n_frames: int = 2) -> Path:
+    """KITTI as MonST3R's prepare_kitti.py gathers it: sparse uint16 GT, metres × 256, 0 = no LiDAR point."""
+    rng = np.random.default_rng(2)
+    for drive in drives:
+        img, gt = root / KITTI / "image_gathered" / drive, root / KITTI / "groundtruth_depth_gathered" / drive
+        img.mkdir(parents=True)
+        gt.mkdir(parents=True)
+        for i in range(n_frames):
+            name = f"{drive}_image_{i:010d}_image_02.png"
+            _rgb(rng, 80, 24).save(img / name)
+            depth = (rng.uniform(3.0, 60.0, (24, 80)) * 256).astype(np.uint16)
+            depth[:, ::2] = 0  # sparse: half the pixels have no GT
+            PIL.Image.fromarray(depth).save(gt / name)
+    return root
+
+
+def write_dpt(path: Path, depth: np.ndarray) -> None:
+    h, w = depth.shape
+    path.write_bytes(np.float32(202021.25).tobytes() + np.array([w, h], "<i4").tobytes()
+                     + depth.astype("<f4").tobytes())
+
+
+def write_cam(path: Path, c2w: np.ndarray) -> None:
+    k = np.array([[50.0, 0, 32], [0, 50.0, 14], [0, 0, 1]])
+    w2c = np.linalg.inv(c2w)[:3]
+    path.write_bytes(np.float32(202021.25).tobytes() + k.astype("<f8").tobytes() + w2c.astype("<f8").tobytes())
+
+
+def make_sintel(root: Path, seqs=("alley_1", "bamboo_2", "market_2"), n_frames: int = 2, cams: bool = False) -> Path:
+    """MPI-Sintel training/: final/ frames, depth/ .dpt GT (some pixels 0 or beyond the 70 m cap), and with
+    `cams` camdata_left/ .cam poses."""
+    rng = np.random.default_rng(4)
+    for k, seq in enumerate(seqs):
+        fin, dep = root / "training" / "final" / seq, root / "training" / "depth" / seq
+        fin.mkdir(parents=True)
+        dep.mkdir(parents=True)
+        if cams:
+            (root / "training" / "camdata_left" / seq).mkdir(parents=True)
+        for i in range(n_frames):
+            _rgb(rng, 64, 28).save(fin / f"frame_{i + 1:04d}.png")
+            depth = rng.uniform(1.0, 30.0, (28, 64)).astype(np.float32)
+            depth[0] = 0.0  # invalid
+            depth[1] = 100.0  # beyond Sintel's 70 m cap
+            write_dpt(dep / f"frame_{i + 1:04d}.dpt", depth)
+            if cams:
+                write_cam(root / "training" / "camdata_left" / seq / f"frame_{i + 1:04d}.cam", _c2w(i, k))
+    return root
+
+
+def make_scannet(root: Path, scenes=("scene0707_00", "scene0708_00"), n_frames: int = 3) -> Path:
+    """ScanNet as the official preparation leaves it: color_90/*.jpg and pose_90.txt (flattened c2w per line)."""
+    rng = np.random.default_rng(5)
+    for k, scene_ in enumerate(scenes):
+        d = root / scene_
+        (d / "color_90").mkdir(parents=True)
+        lines = []
+        for i in range(n_frames):
+            _rgb(rng, 64, 48).save(d / "color_90" / f"{i * 10}.jpg")
+            lines.append(" ".join(f"{v:.8f}" for v in _c2w(i, k).ravel()))
+        (d / "pose_90.txt").write_text("\n".join(lines) + "\n")
     return root
 
 
@@ -215,6 +292,132 @@ def test_pose_tum_metrics_with_resets(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "other settings" in err[0] and "reset_interval" in err[0]
 
 
+# ---------------------------------------------------------------- depth (KITTI, Sintel)
+
+
+def _finite_depth_block(block, seqs, valid_pixels):
+    assert list(block["sequences"]) == list(seqs)
+    for r in block["sequences"].values():
+        assert r["valid_pixels"] == valid_pixels
+        assert all(np.isfinite(r[k]) for k in (*depth_metrics.METRICS, "scale")), r
+    assert all(np.isfinite(block["mean"][k]) for k in depth_metrics.METRICS), block["mean"]
+
+
+def test_depth_kitti_and_sintel_into_one_output_folder(tmp_path, capsys):
+    drives, seqs = ("2011_09_26_drive_0002_sync", "2011_09_26_drive_0005_sync"), ("alley_1", "bamboo_2", "market_2")
+    kitti, sintel = make_kitti(tmp_path / "kitti", drives), make_sintel(tmp_path / "sintel", seqs)
+    out = tmp_path / "out"
+    for name, root in (("kitti", kitti), ("sintel", sintel)):
+        code, stdout, err = run_cli(["evaluate", "depth", "--dataset", name, "--root", str(root), "--out", str(out),
+                                     *MODEL], capsys)
+        assert code == 0, err
+        assert f"### depth — {name} — align scale" in stdout and "| **weighted mean** |" in stdout
+    results = json.loads((out / "metrics.json").read_text())["results"]
+    assert set(results) == {"depth/kitti", "depth/sintel"}
+    # KITTI: every other column has GT, no depth cap; Sintel: row 0 is 0 and row 1 beyond the 70 m cap
+    for name, names, frames_dir, valid in (("kitti", drives, kitti / KITTI / "image_gathered", 2 * 24 * 40),
+                                           ("sintel", seqs, sintel / "training" / "final", 2 * 26 * 64)):
+        entry = results[f"depth/{name}"]
+        assert entry["dataset"] == name and entry["sequences_listed"] == list(names)
+        assert set(entry["metrics"]) >= set(depth_metrics.METRICS)
+        assert list(entry["align"]) == ["scale"]  # CUT3R's official set
+        _finite_depth_block(entry["align"]["scale"], names, valid)
+        assert entry["settings"]["crop"] is False and entry["settings"]["dataset"] == name
+        with np.load(out / name / f"{names[-1]}.npz") as z:
+            assert z["depth"].shape == (2, 224, 224) and z["c2w"].shape == (2, 4, 4)
+            assert list(z["frame_name"]) == sorted(p.name for p in (frames_dir / names[-1]).iterdir())
+
+    # every official alignment from the cache alone
+    code, _, err = run_cli(["evaluate", "depth", "--dataset", "sintel", "--root", str(sintel), "--out", str(out),
+                            "--rescore", "--quiet", "--align", "scale", "--align", "metric", "--align", "scale&shift"],
+                           capsys)
+    assert code == 0, err
+    entry = json.loads((out / "metrics.json").read_text())["results"]["depth/sintel"]
+    assert list(entry["align"]) == ["scale", "metric", "scale&shift"]
+    for block in entry["align"].values():
+        _finite_depth_block(block, seqs, 2 * 26 * 64)
+    assert entry["align"]["metric"]["sequences"]["alley_1"]["scale"] == 1.0
+
+    # a malformed .dpt (wrong tag): one line naming it, metrics.json untouched
+    before = (out / "metrics.json").read_bytes()
+    bad = sintel / "training" / "depth" / "bamboo_2" / "frame_0002.dpt"
+    bad.write_bytes(np.float32(1.0).tobytes() + bad.read_bytes()[4:])
+    code, _, err = run_cli(["evaluate", "depth", "--dataset", "sintel", "--root", str(sintel), "--out", str(out),
+                            "--rescore", "--quiet"], capsys)
+    assert code == 2 and len(err) == 1 and str(bad) in err[0] and "not a Sintel .dpt file" in err[0], err
+    assert (out / "metrics.json").read_bytes() == before
+    # a depth map of another size than its sequence's first: one line naming it
+    write_dpt(bad, np.ones((20, 30), np.float32))
+    code, _, err = run_cli(["evaluate", "depth", "--dataset", "sintel", "--root", str(sintel), "--out", str(out),
+                            "--rescore", "--quiet"], capsys)
+    assert code == 2 and len(err) == 1 and str(bad) in err[0] and "30x20" in err[0], err
+    assert (out / "metrics.json").read_bytes() == before
+
+
+# ---------------------------------------------------------------- pose (ScanNet, Sintel)
+
+
+def _pose_ok(r, n):
+    assert r["failed"] is False and r["reason"] is None and r["num_poses"] == n, r
+    assert all(np.isfinite(r[k]) and r[k] >= 0 for k in ("ate", "rpe_trans", "rpe_rot")), r
+
+
+def test_pose_scannet_metrics_with_a_lost_and_a_short_scene(tmp_path, capsys):
+    root = make_scannet(tmp_path / "scannet", ("scene0707_00", "scene0708_00", "scene0709_00"))
+    # ScanNet marks lost tracking with -inf: the official conversion fails, the scene is skipped
+    gt = root / "scene0709_00" / "pose_90.txt"
+    lines = gt.read_text().splitlines()
+    lines[1] = " ".join(["-inf"] * 16)
+    gt.write_text("\n".join(lines) + "\n")
+    make_scannet(root, ("scene0710_00",), n_frames=2)  # 2 poses: Umeyama's covariance is rank-deficient
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["evaluate", "pose", "--dataset", "scannet", "--root", str(root), "--out", str(out),
+                                 *MODEL], capsys)
+    assert code == 0, err
+    entry = json.loads((out / "metrics.json").read_text())["results"]["pose/scannet"]
+    assert set(entry["metrics"]) >= {"ate", "rpe_trans", "rpe_rot"}
+    seqs = entry["sequences"]
+    assert list(seqs) == entry["sequences_listed"] == ["scene0707_00", "scene0708_00", "scene0709_00",
+                                                       "scene0710_00"]
+    _pose_ok(seqs["scene0707_00"], 3)
+    _pose_ok(seqs["scene0708_00"], 3)
+    lost, short = seqs["scene0709_00"], seqs["scene0710_00"]
+    assert lost["failed"] and "non-finite GT pose" in lost["reason"] and lost["ate"] is None
+    assert short["failed"] and "Degenerate covariance rank" in short["reason"] and short["num_poses"] == 2
+    assert short["ate"] is None and short["rpe_trans"] is None and short["rpe_rot"] is None
+    mean = entry["mean"]
+    assert mean["num_sequences"] == 2 and mean["num_failed"] == 2
+    for k in ("ate", "rpe_trans", "rpe_rot"):
+        assert mean[k] == pytest.approx((seqs["scene0707_00"][k] + seqs["scene0708_00"][k]) / 2)
+    assert entry["settings"]["crop"] is True and entry["settings"]["reset_interval"] is None
+    assert "scene0709_00 (failed: non-finite GT pose" in stdout and "**mean** (2 seq.)" in stdout
+    with np.load(out / "scannet" / "scene0707_00.npz") as z:
+        assert z["c2w"].shape == (3, 4, 4) and list(z["frame_name"]) == ["0.jpg", "10.jpg", "20.jpg"]
+
+
+def test_pose_sintel_fourteen_sequences(tmp_path, capsys):
+    root = make_sintel(tmp_path / "sintel", SINTEL_POSE_SEQUENCES, n_frames=3, cams=True)
+    make_sintel(root, ("bamboo_1",), n_frames=1)  # a depth-only sequence: not part of the pose subset
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["evaluate", "pose", "--dataset", "sintel", "--root", str(root), "--out", str(out),
+                                 *MODEL], capsys)
+    assert code == 0, err
+    entry = json.loads((out / "metrics.json").read_text())["results"]["pose/sintel"]
+    assert entry["sequences_listed"] == list(SINTEL_POSE_SEQUENCES) == list(entry["sequences"])
+    for r in entry["sequences"].values():
+        _pose_ok(r, 3)
+    mean = entry["mean"]
+    assert mean["num_sequences"] == 14 and mean["num_failed"] == 0
+    assert all(np.isfinite(mean[k]) and mean[k] > 0 for k in ("ate", "rpe_trans", "rpe_rot"))
+    assert not (out / "sintel" / "bamboo_1.npz").exists()
+    assert stdout.count("| 3 |") == 14
+
+    # depth sintel shares the cache folder name: refused into this --out, one line, before any model
+    code, _, err = run_cli(["evaluate", "depth", "--dataset", "sintel", "--root", str(root), "--out", str(out),
+                            *MODEL], capsys)
+    assert code == 2 and len(err) == 1 and "holds pose predictions of sintel" in err[0], err
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -302,3 +505,55 @@ def test_checkpoint_digest_covers_config_and_params(tmp_path):
     pth = tmp_path / "m.pth"
     pth.write_bytes(b"weights")
     assert runner.checkpoint_digest(pth) == hashlib.sha256(b"weights").hexdigest()
+
+
+def test_bad_inputs_of_kitti_sintel_scannet_give_one_line(tmp_path, capsys):
+    """Missing or malformed GT of the other layouts: exit 2 and one line naming the file, before any model."""
+    out = tmp_path / "out"
+
+    def fails(task, dataset, root, *needles):
+        code, _, err = run_cli(["evaluate", task, "--dataset", dataset, "--root", str(root), "--out", str(out),
+                                *MODEL], capsys)
+        assert code == 2 and len(err) == 1 and all(str(n) in err[0] for n in needles), (dataset, err)
+
+    # KITTI: one drive's GT folder missing, then the whole gathered GT
+    kitti = make_kitti(tmp_path / "kitti")
+    gt = kitti / KITTI / "groundtruth_depth_gathered"
+    (gt / "2011_09_26_drive_0005_sync").rename(gt / "elsewhere")
+    fails("depth", "kitti", kitti, gt / "2011_09_26_drive_0005_sync", "no such folder")
+    gt.rename(kitti / "gt")
+    fails("depth", "kitti", kitti, gt, "no such folder")
+
+    # Sintel depth: a sequence without GT, then one GT map short
+    sintel = make_sintel(tmp_path / "sintel", ("alley_1", "bamboo_2"))
+    depth = sintel / "training" / "depth"
+    (depth / "bamboo_2").rename(sintel / "bamboo_2")
+    fails("depth", "sintel", sintel, depth / "bamboo_2", "no such folder")
+    (sintel / "bamboo_2").rename(depth / "bamboo_2")
+    (depth / "alley_1" / "frame_0002.dpt").unlink()
+    fails("depth", "sintel", sintel, depth / "alley_1", "2 frames but 1")
+
+    # ScanNet: a malformed line (15 values), then a missing pose file
+    scannet = make_scannet(tmp_path / "scannet")
+    pose = scannet / "scene0708_00" / "pose_90.txt"
+    lines = pose.read_text().splitlines()
+    pose.write_text("\n".join([lines[0], lines[1].rsplit(" ", 1)[0], lines[2]]) + "\n")
+    fails("pose", "scannet", scannet, f"{pose}:2", "expected 16 (or 12) values")
+    pose.write_text("\n".join([lines[0], lines[1].replace("1.00000000", "one", 1), lines[2]]) + "\n")
+    fails("pose", "scannet", scannet, f"{pose}:2", "non-numeric")
+    pose.unlink()
+    fails("pose", "scannet", scannet, pose, "no such file")
+
+    # Sintel pose: a truncated and a mistagged .cam, then a sequence without camdata
+    sp = make_sintel(tmp_path / "sintel_pose", SINTEL_POSE_SEQUENCES, n_frames=1, cams=True)
+    cam = sp / "training" / "camdata_left" / "market_5" / "frame_0001.cam"
+    good = cam.read_bytes()
+    cam.write_bytes(good[:100])
+    fails("pose", "sintel", sp, cam, "100 bytes")
+    cam.write_bytes(np.float32(1.5).tobytes() + good[4:])
+    fails("pose", "sintel", sp, cam, "wrong tag")
+    cam.write_bytes(good)
+    cams = sp / "training" / "camdata_left" / "temple_3"
+    cams.rename(sp / "temple_3")
+    fails("pose", "sintel", sp, cams, "no such folder")
+    assert not out.exists() or not any(out.rglob("*.npz"))

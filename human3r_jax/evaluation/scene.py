@@ -271,8 +271,13 @@ def _score(task, dataset, seqs, cache_dir, settings, aligns) -> dict:
     caps = depth_metrics.dataset_caps(dataset)
     results = {a: {} for a in aligns}
     for s in seqs:
-        gt = np.stack([depth_data.read_sintel_dpt(p) if p.suffix == ".dpt"
-                       else depth_data.read_png_depth(p, 256.0 if dataset == "kitti" else 5000.0) for p in s.gt])
+        maps = [depth_data.read_sintel_dpt(p) if p.suffix == ".dpt"
+                else depth_data.read_png_depth(p, 256.0 if dataset == "kitti" else 5000.0) for p in s.gt]
+        for p, m in zip(s.gt, maps):
+            if m.shape != maps[0].shape:  # a sequence's depths are stacked, as the original does
+                raise EvaluationError(f"{p}: a {m.shape[1]}x{m.shape[0]} depth map; the sequence's first "
+                                      f"({s.gt[0].name}) is {maps[0].shape[1]}x{maps[0].shape[0]}")
+        gt = np.stack(maps)
         pred = np.stack([cv2.resize(d, (gt.shape[2], gt.shape[1]), interpolation=cv2.INTER_CUBIC)
                          for d in caches[s.name]["depth"]])
         for a in aligns:
