@@ -20,9 +20,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from human3r_jax.config import DINO_PRESETS, Cut3rConfig, DinoConfig, Human3rConfig
+from human3r_jax.errors import Human3rError
 
 
-class ConversionError(ValueError):
+class ConversionError(Human3rError):
     pass
 
 

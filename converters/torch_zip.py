@@ -34,13 +34,15 @@ from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
+from human3r_jax.errors import Human3rError
+
 try:  # bfloat16 storages
     from ml_dtypes import bfloat16 as _bf16
 except ImportError:  # pragma: no cover - ml_dtypes ships with jax
     _bf16 = None
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Human3rError):
     """A checkpoint file that cannot be read or does not hold what is expected."""
 
 

@@ -25,11 +25,12 @@ from flax import nnx
 
 from human3r_jax import outputs
 from human3r_jax.config import Cut3rConfig, DinoConfig, Human3rConfig
+from human3r_jax.errors import Human3rError
 
 FORMAT = "human3r-jax"
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(Human3rError):
     pass
 
 

@@ -267,12 +267,12 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    from human3r_jax.errors import USER_ERRORS
+    from human3r_jax.errors import Human3rError
 
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
-    except USER_ERRORS as e:
+    except (Human3rError, FileExistsError, FileNotFoundError) as e:
         print(f"human3r-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the user's file system: permissions, a full or read-only disk

@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from human3r_jax.errors import Human3rError
+
 MARKER = ".human3r-jax"
 
 # The datasets `human3r-jax evaluate` knows: each one's cache folder sits at the top of an evaluation output.
@@ -41,7 +43,7 @@ SUB_CONTENTS = {("reconstruction", "frames"): re.compile(r"\d{6,}\.npz"),
 _TEMPORARY = re.compile(r"\..+\.tmp")  # export.atomic_write's in-flight files
 
 
-class OutputError(ValueError):
+class OutputError(Human3rError):
     """An output path that cannot be written or replaced; the message names it."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from human3r_jax.errors import Human3rError
 from human3r_jax.export import drawing_focal, track_colour
 from human3r_jax.geometry import matrix_to_quat
 from human3r_jax.npz import read_npy, read_npz
@@ -32,7 +33,7 @@ START_TIMEOUT = 30.0  # seconds for viser's server to come up (it takes well und
 _IN_USE = "the port is in use (choose another --port, or 0 for any free one)"
 
 
-class ViewerError(ValueError):
+class ViewerError(Human3rError):
     """A reconstruction folder the viewer cannot show, or an address it cannot listen on."""
 
 

@@ -42,3 +42,43 @@ def test_parity_command_exit_code(capsys):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "human3r_jax.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "convert" in out.stdout and "parity" in out.stdout
+
+
+def test_view_and_convert_import_no_tensorflow_and_no_trainer():
+    """The light commands stay light: their import (and --help) pulls in neither TensorFlow nor the trainer."""
+    code = ("import sys\nfrom human3r_jax import cli\n"
+            "for cmd in (['view', '--help'], ['convert', '--help'], ['evaluate', '--help']):\n"
+            "    try:\n        cli.main(cmd)\n    except SystemExit:\n        pass\n"
+            "heavy = [m for m in sys.modules if m.split('.')[0] == 'tensorflow' or m.startswith('human3r_jax.train')]\n"
+            "print('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out, out
+
+
+def test_every_user_error_is_a_human3r_error():
+    """The CLI catches one base class: each module's own error must derive from it."""
+    import importlib
+    import pkgutil
+
+    import human3r_jax
+    import human3r_jax.converters
+    from human3r_jax.errors import Human3rError
+
+    errors = []
+    modules = [*pkgutil.walk_packages(human3r_jax.__path__, "human3r_jax."),
+               *pkgutil.walk_packages(human3r_jax.converters.__path__, "human3r_jax.converters.")]
+    for m in modules:
+        if m.name.startswith(("human3r_jax.train", "human3r_jax.data.bedlam")):
+            continue  # TensorFlow-side modules: checked by name below
+        mod = importlib.import_module(m.name)
+        errors += [v for k, v in vars(mod).items() if k.endswith("Error") and isinstance(v, type)
+                   and issubclass(v, Exception) and v.__module__ == m.name]
+    from human3r_jax.data.bedlam import DataError
+    from human3r_jax.data.bedlam_preprocess import BedlamError
+    from human3r_jax.train.config import ConfigError
+    from human3r_jax.train.trainer import TrainError
+
+    errors += [DataError, BedlamError, ConfigError, TrainError]
+    assert len(errors) >= 19
+    internal = {"ConstructorError"}  # converter-internal, turned into CheckpointError before it reaches a user
+    assert [e.__name__ for e in errors if not issubclass(e, Human3rError) and e.__name__ not in internal] == []

@@ -68,6 +68,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageEnhance
 
+from human3r_jax.errors import Human3rError
 from human3r_jax.pickles import load_pickle
 
 log = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ SMPL_KEYS = {
 _RESOLUTION_STREAM = 2**32 - 1  # a third seed word no sample index reaches
 
 
-class DataError(ValueError):
+class DataError(Human3rError):
     """A dataset file or folder is missing or malformed; the message names it."""
 
 

@@ -64,6 +64,7 @@ from tqdm import tqdm
 
 from human3r_jax import outputs
 from human3r_jax.argtypes import positive_int
+from human3r_jax.errors import Human3rError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ CAMERA_COLUMNS = ("x", "y", "z", "yaw", "pitch", "roll", "focal_length")
 OUTPUT_DIRS = ("rgb", "depth", "mask", "cam", "smpl")
 
 
-class BedlamError(ValueError):
+class BedlamError(Human3rError):
     """A malformed or unreadable file of the BEDLAM release; the message names the file."""
 
 

@@ -15,10 +15,12 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+from human3r_jax.errors import Human3rError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-class ImageError(ValueError):
+class ImageError(Human3rError):
     pass
 
 

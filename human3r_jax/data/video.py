@@ -12,11 +12,12 @@ from typing import Iterator
 import PIL.Image
 
 from human3r_jax.data.images import IMAGE_EXTENSIONS, open_image
+from human3r_jax.errors import Human3rError
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v")
 
 
-class InputError(ValueError):
+class InputError(Human3rError):
     """An input that cannot be read as a frame sequence."""
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from human3r_jax.errors import Human3rError
 from human3r_jax.models.smplx import NUM_VERTICES as SMPLX_NUM_VERTICES
 from human3r_jax.models.smplx import SmplxError, SmplxModel, load_smplx, smplx_forward
 from human3r_jax.npz import read_npy, read_npz
@@ -52,7 +53,7 @@ MAX_MAP_NONZEROS = 32
 _CHUNK = 128  # bodies posed at once: bounds the [chunk, 12, V] skinning transforms (~85 MB for SMPL)
 
 
-class BodyModelError(ValueError):
+class BodyModelError(Human3rError):
     """A missing or unsuitable body-model file (the message starts with its path), or inputs a body model
     cannot take."""
 

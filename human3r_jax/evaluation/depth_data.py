@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
+from human3r_jax.errors import Human3rError
+
 BONN_SEQUENCES = ("balloon2", "crowd2", "crowd3", "person_tracking2", "synchronous")
 # The 14 sequences of the Sintel camera-pose subset (643 frames); the depth task uses all 23 of
 # training/depth when the predictions cover more than those 643 frames.
@@ -28,7 +30,7 @@ SINTEL_TAG = np.float32(202021.25)
 MAX_DPT_PIXELS = 100_000_000  # the official reader's bound on width × height
 
 
-class DepthDataError(ValueError):
+class DepthDataError(Human3rError):
     """A missing or malformed ground-truth file or folder; the message names it."""
 
 

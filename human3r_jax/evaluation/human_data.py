@@ -34,6 +34,7 @@ import PIL.Image
 from scipy.spatial.transform import Rotation
 
 from human3r_jax.converters.torch_zip import CheckpointError, TensorRef, read_checkpoint
+from human3r_jax.errors import Human3rError
 from human3r_jax.evaluation.body_models import SmplModel, smpl_forward
 from human3r_jax.pickles import load_pickle
 
@@ -62,7 +63,7 @@ EMDB_SEQUENCES: dict[int, tuple[str, ...]] = {
 _3DPW_KEY = re.compile(r"[^/]+/image_\d{5}\.jpg")
 
 
-class HumanDataError(ValueError):
+class HumanDataError(Human3rError):
     """A missing or malformed benchmark file or folder; the message starts with it."""
 
 

@@ -57,6 +57,8 @@ from copy import deepcopy
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from human3r_jax.errors import Human3rError
+
 METRICS = ("ate", "rpe_trans", "rpe_rot")
 # Titles evo 1.38 gives the results the official extract_metrics looks for, with the official names.
 OFFICIAL_NAMES = {"ate": "ATE", "rpe_trans": "RPE trans", "rpe_rot": "RPE rot"}
@@ -68,7 +70,7 @@ SINTEL_TAG = 202021.25  # float32 tag opening every Sintel .cam file
 EST_NAME = "traj"
 
 
-class PoseDataError(ValueError):
+class PoseDataError(Human3rError):
     """A malformed trajectory file: one line naming the file and the line or entry."""
 
 

@@ -22,11 +22,12 @@ import jax
 import numpy as np
 
 from human3r_jax import export, outputs
+from human3r_jax.errors import Human3rError
 
 SCHEMA_VERSION = 1
 
 
-class EvaluationError(ValueError):
+class EvaluationError(Human3rError):
     """A missing or malformed dataset folder, frame list, cache or setting; the message names it."""
 
 

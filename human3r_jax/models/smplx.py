@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from human3r_jax.errors import Human3rError
 from human3r_jax.npz import open_npz, read_entry
 
 SMPLX_URL = "https://smpl-x.is.tue.mpg.de"
@@ -62,7 +63,7 @@ _HIGHEST = jax.lax.Precision.HIGHEST  # body models are small: keep full float32
 _einsum = functools.partial(jnp.einsum, precision=_HIGHEST)
 
 
-class SmplxError(ValueError):
+class SmplxError(Human3rError):
     """A missing or unsuitable SMPL-X model file, or inputs the body model cannot take."""
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from human3r_jax.config import HUMAN3R_PRESETS
 from human3r_jax.data.bedlam import OFFICIAL_RESOLUTIONS, SPLITS
+from human3r_jax.errors import Human3rError
 from human3r_jax.train.optim import FIXED_GRADS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(Human3rError):
     """A config file or override that cannot be used."""
 
 

@@ -31,10 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax.config import HUMAN3R_PRESETS, Human3rConfig
+from human3r_jax.errors import Human3rError
 from human3r_jax.models.smplx import load_smplx
 from human3r_jax.train import optim
 from human3r_jax.train.config import TrainConfig, validate
@@ -49,7 +51,7 @@ BATCH_KEYS = ("img", "ray_map", "img_mask", "ray_mask", "depth", "valid", "K", "
               "smpl_left_hand_pose", "smpl_right_hand_pose", "smpl_betas", "smpl_transl")
 
 
-class TrainError(RuntimeError):
+class TrainError(Human3rError, RuntimeError):
     """A run that cannot start or continue (bad initialisation files, a diverged loss, a mismatched resume)."""
 
 
