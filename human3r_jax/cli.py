@@ -120,7 +120,11 @@ def _evaluate(args) -> int:
             raise EvaluationError("evaluate human needs --body-models DIR (the SMPL / SMPL-X files; see the README)")
         if args.align:
             raise EvaluationError("--align is for the depth task only")
-        sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+        sequences = None
+        if args.sequences is not None:
+            sequences = [s.strip() for s in args.sequences.split(",") if s.strip()]
+            if not sequences:
+                raise EvaluationError(f"--sequences {args.sequences!r}: no sequence name given")
         evaluate_human(args.dataset, args.root, args.out, body_models=args.body_models, sequences=sequences,
                        fix_quirks=args.fix_quirks, **common)
     else:

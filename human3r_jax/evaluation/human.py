@@ -271,6 +271,8 @@ def evaluate(dataset: str, root: str | Path, out: str | Path, *, body_models: st
         raise EvaluationError(f"unknown human dataset {dataset!r}; known: {', '.join(DATASETS)}")
     if not root.exists():
         raise EvaluationError(f"{root}: no such folder (--root)")
+    if root.is_file() and dataset != "3dpw":  # only 3DPW's --root may be a (prepared annotation) file
+        raise EvaluationError(f"{root}: a file; --root is the {dataset} folder")
     if not models_root.is_dir():
         raise EvaluationError(f"{models_root}: no such folder (--body-models: the SMPL / SMPL-X files)")
     if size not in (512, 224):
