@@ -49,7 +49,7 @@ def _convert(args) -> int:
 
 
 def _parity(args) -> int:
-    from human3r_jax.converters.parity import run_fixture
+    from human3r_jax.parity import run_fixture
 
     tols = dict(args.tol_for or [])
     status = 0

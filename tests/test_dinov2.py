@@ -8,11 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY_DINO, rel_l2, shared_path
 from flax import nnx
 
-from conftest import TINY_DINO, rel_l2, shared_path
 from human3r_jax.config import DinoConfig, dino_preset
-from human3r_jax.models.dinov2 import Dinov2, imagenet_normalize, resize_pos_embed
+from human3r_jax.converters.pos_embed import resize_pos_embed
+from human3r_jax.models.dinov2 import Dinov2, imagenet_normalize
 
 FIX = ("fixtures", "human3r_tiny")
 

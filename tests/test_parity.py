@@ -6,10 +6,9 @@ float32-vs-float64 noise is ~1e-5); the linear head masks pixels with |raw z| < 
 
 import numpy as np
 import pytest
-
-from human3r_jax.converters.parity import FixtureError, Report, Row, run_fixture
-
 from conftest import shared_path
+
+from human3r_jax.parity import FixtureError, Report, Row, run_fixture
 
 
 @pytest.mark.parametrize("name,expect", [

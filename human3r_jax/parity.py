@@ -17,11 +17,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from human3r_jax.converters.convert import convert_file
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax import runtime
 from human3r_jax.config import DinoConfig, Human3rConfig
+from human3r_jax.converters.convert import convert_file
 from human3r_jax.errors import Human3rError
 from human3r_jax.models.cut3r import Frame, StepOptions
 from human3r_jax.npz import read_npz

@@ -16,13 +16,28 @@ import numpy as np
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax import outputs
-from human3r_jax.converters.constructor import parse_constructor
 from human3r_jax.config import DinoConfig, Human3rConfig
-from human3r_jax.converters.rules import (CUT3R_RULES, HUMAN3R_RULES, ConversionError, Plan, apply_plan,
-                                          cut3r_config_from_args, human3r_config_from_args, plan_mapping)
-from human3r_jax.models.dinov2 import resize_pos_embed
-from human3r_jax.converters.torch_zip import (CheckpointError, Opaque, ReadBudget, TensorRef, brief, omegaconf_value,
-                                              read_checkpoint)
+from human3r_jax.converters.constructor import parse_constructor
+from human3r_jax.converters.pos_embed import resize_pos_embed
+from human3r_jax.converters.rules import (
+    CUT3R_RULES,
+    HUMAN3R_RULES,
+    ConversionError,
+    Plan,
+    apply_plan,
+    cut3r_config_from_args,
+    human3r_config_from_args,
+    plan_mapping,
+)
+from human3r_jax.converters.torch_zip import (
+    CheckpointError,
+    Opaque,
+    ReadBudget,
+    TensorRef,
+    brief,
+    omegaconf_value,
+    read_checkpoint,
+)
 
 MAX_CONSTRUCTOR_CHARS = 16 << 10  # real ones: ~700 characters; `ast` takes up to ~500 bytes per character
 # A conversion reads at most the float32 bytes of the model's parameters × 2 + 64 MiB from the storages: × 2
