@@ -15,7 +15,7 @@ from human3r_jax.data.bedlam import DataError
 from human3r_jax.train import tblog
 from human3r_jax.train import trainer as trainer_module
 from human3r_jax.train.config import RULES, ConfigError, TrainConfig, apply_overrides, load_config, validate
-from human3r_jax.train.trainer import TrainError, Trainer
+from human3r_jax.train.trainer import Trainer, TrainError
 
 BASE = load_config("tiny_synthetic")  # random_init=True, batch_size=2, epochs=4, lr=1e-3, eval_every=20
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -36,6 +36,10 @@ BAD = [
     bad("random_init", "1", "yes"),
     bad("random_init", "True", True, init_cut3r="/cut3r.pth"),  # random weights and a file
     bad("smplx", "", ""),
+    bad("trainable_params", "()", ()),  # nothing to train
+    bad("trainable_params", "('^human[',)", ("^human[",)),  # not a regular expression
+    bad("fixed_params", "'^decoder'", "^decoder"),  # a string, not a tuple of them
+    bad("frozen_params", "(1,)", (1,)),
     bad("data_root", "", 0),
     bad("split", "Validation", "Validation"),
     bad("num_views", "0", 1),
@@ -108,6 +112,22 @@ def test_defaults_and_bundled_configs_are_valid():
     assert apply_overrides(BASE, []) == BASE
 
 
+def test_config_file_is_validated_when_loaded(tmp_path):
+    path = tmp_path / "my_run.py"
+    path.write_text("from human3r_jax.train.config import TrainConfig\n\n\n"
+                    "def get_config():\n    return TrainConfig(batch_size=0)\n")
+    with pytest.raises(ConfigError, match="^batch_size=0: must be an integer at least 1$"):
+        load_config(str(path))
+
+
+def test_parameter_groups_are_overridable():
+    cfg = apply_overrides(BASE, [r"frozen_params=('^encoder\\.', '^backbone\\.')", "fixed_params=()"])
+    assert cfg.frozen_params == (r"^encoder\.", r"^backbone\.") and cfg.fixed_params == ()
+    with pytest.raises(ConfigError, match=r"^trainable_params=\('\^human\[',\): .*: '\^human\[' is not a regular "
+                                          r"expression \(unterminated character set"):
+        apply_overrides(BASE, ["trainable_params=('^human[',)"])
+
+
 @pytest.mark.parametrize("key, overrides, values", BAD)
 def test_bad_override_names_the_key(key, overrides, values):
     with pytest.raises(ConfigError) as e:
@@ -167,19 +187,19 @@ def test_valid_inputs_pass_the_checks(inputs, no_model, tmp_path):
 
 
 MISSING = [
-    pytest.param(dict(data_root="{tmp}/nowhere"), DataError, "nowhere does not exist", id="data_root"),
-    pytest.param(dict(data_root=None), TrainError, "set data_root", id="no data_root"),
-    pytest.param(dict(data_root="{tmp}/test_only"), DataError, "Training: split folder missing", id="split"),
-    pytest.param(dict(data_root="{tmp}/train_only"), DataError, "Test: split folder missing", id="eval split"),
-    pytest.param(dict(smplx="{tmp}/smplx"), TrainError, "smplx=.*/smplx: no such file or folder", id="smplx"),
-    pytest.param(dict(smplx=None), TrainError, "set smplx", id="no smplx"),
-    pytest.param(dict(random_init=False), TrainError, "set init_cut3r and init_multihmr", id="no init"),
-    pytest.param(dict(random_init=False, init_cut3r="{tmp}/gone.pth", init_multihmr="{tmp}/multiHMR.pt"),
+    pytest.param({"data_root": "{tmp}/nowhere"}, DataError, "nowhere does not exist", id="data_root"),
+    pytest.param({"data_root": None}, TrainError, "set data_root", id="no data_root"),
+    pytest.param({"data_root": "{tmp}/test_only"}, DataError, "Training: split folder missing", id="split"),
+    pytest.param({"data_root": "{tmp}/train_only"}, DataError, "Test: split folder missing", id="eval split"),
+    pytest.param({"smplx": "{tmp}/smplx"}, TrainError, "smplx=.*/smplx: no such file or folder", id="smplx"),
+    pytest.param({"smplx": None}, TrainError, "set smplx", id="no smplx"),
+    pytest.param({"random_init": False}, TrainError, "set init_cut3r and init_multihmr", id="no init"),
+    pytest.param({"random_init": False, "init_cut3r": "{tmp}/gone.pth", "init_multihmr": "{tmp}/multiHMR.pt"},
                  TrainError, "init_cut3r=.*/gone.pth: no such file or folder", id="init_cut3r"),
-    pytest.param(dict(random_init=False, init_cut3r="{tmp}/cut3r.pth", init_multihmr="{tmp}/gone.pt"),
+    pytest.param({"random_init": False, "init_cut3r": "{tmp}/cut3r.pth", "init_multihmr": "{tmp}/gone.pt"},
                  TrainError, "init_multihmr=.*/gone.pt: no such file or folder", id="init_multihmr"),
-    pytest.param(dict(random_init=False, init="{tmp}/gone"), TrainError, "init=.*/gone: no such", id="init"),
-    pytest.param(dict(random_init=False, init="{tmp}/data"), ckpt.CheckpointFormatError,
+    pytest.param({"random_init": False, "init": "{tmp}/gone"}, TrainError, "init=.*/gone: no such", id="init"),
+    pytest.param({"random_init": False, "init": "{tmp}/data"}, ckpt.CheckpointFormatError,
                  "data: not a human3r-jax checkpoint", id="init not a checkpoint"),
 ]
 

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from conftest import shared_path
+
 from human3r_jax import checkpoint as ckpt
 from human3r_jax.config import preset
 from human3r_jax.geometry import rotvec_to_rotmat
-from human3r_jax.train import optim
-from human3r_jax.train.config import ConfigError, TrainConfig, apply_overrides, load_config
+from human3r_jax.train import init, optim
+from human3r_jax.train.config import FIXED, FROZEN, TRAINABLE, ConfigError, TrainConfig, apply_overrides, load_config
 from human3r_jax.train.targets import depth_to_points, keep_first_per_cell, scene_targets, square_intrinsics
 
 
@@ -102,6 +106,93 @@ def test_groups_match_the_official_freeze():
     assert count(fixed) == fixed_spec
     assert not any(k.startswith(("encoder.", "ray_encoder.", "backbone.")) for k in {**trainable, **fixed})
     assert {"human.mlp_classif.fc1.kernel", "human.mlp_offset.fc1.kernel", "human.init_body_pose"} <= set(frozen)
+
+
+# optim.py's groups before they moved into the config: two lists, every other parameter frozen
+FORMER_TRAINABLE = (
+    r"^human\.(mlp_fuse|decpose|decshape|decexpression|deccam|mlp_msk)\.",
+    r"^mhmr_masked_smpl_token$",
+)
+FORMER_FIXED = (
+    r"^decoder\.", r"^state_embed\.", r"^pose_token$", r"^register_tokens$", r"^pose_retriever\.",
+    r"^head\.(dpt_self|dpt_cross|dpt_rgb|final_transform|pose_head)\.",
+)
+
+
+def former_split(paths) -> tuple[set, set, set]:
+    groups = (set(), set(), set())
+    for k in paths:
+        in_t, in_f = (any(re.search(p, k) for p in ps) for ps in (FORMER_TRAINABLE, FORMER_FIXED))
+        groups[0 if in_t else 1 if in_f else 2].add(k)
+    return groups
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes():
+    return ckpt.param_shapes(ckpt.abstract_model(preset("human3r_tiny")))
+
+
+@pytest.mark.parametrize("model", ["human3r_896L", "human3r_tiny"])
+def test_default_groups_reproduce_the_former_split(model):
+    shapes = ckpt.param_shapes(ckpt.abstract_model(preset(model)))
+    assert tuple(set(g) for g in optim.split_params(shapes)) == former_split(shapes)
+    # the bundled configs state the same groups as the defaults
+    for name in ("human3r_bedlam", "tiny_synthetic"):
+        cfg = load_config(name)
+        assert (cfg.trainable_params, cfg.fixed_params, cfg.frozen_params) == (TRAINABLE, FIXED, FROZEN)
+
+
+def test_misspelled_pattern_is_refused(tiny_shapes):
+    with pytest.raises(ConfigError, match=re.escape("trainable_params: pattern '^mhmr_masked_smpl_tokn$' matches "
+                                                    "no parameter of the model")):
+        optim.split_params(tiny_shapes, (TRAINABLE[0], r"^mhmr_masked_smpl_tokn$"), FIXED, FROZEN)
+    with pytest.raises(ConfigError, match=re.escape("frozen_params: pattern '^Backbone\\.' matches no parameter")):
+        optim.split_params(tiny_shapes, TRAINABLE, FIXED, (*FROZEN[:2], r"^Backbone\.", *FROZEN[3:]))
+    with pytest.raises(ConfigError, match="fixed_params=.*not a tuple of regular expressions"):
+        optim.split_params(tiny_shapes, TRAINABLE, (*FIXED, "^decoder["), FROZEN)
+    with pytest.raises(ConfigError, match=r"frozen_params='\^encoder': not a tuple .*one string"):
+        optim.split_params(tiny_shapes, TRAINABLE, FIXED, "^encoder")
+
+
+def test_uncovered_or_renamed_parameter_is_refused(tiny_shapes):
+    """A parameter in no group stops the split (it is not frozen silently), whether a group lost its
+    pattern or the model renamed the parameter."""
+    without_backbone = tuple(p for p in FROZEN if p != r"^backbone\.")
+    with pytest.raises(ConfigError, match=r"parameter\(s\) in no group: backbone\.\S+, .* and \d+ more; add a pattern"):
+        optim.split_params(tiny_shapes, TRAINABLE, FIXED, without_backbone)
+    renamed = {k.replace("human.decpose.fc1.", "human.dec_pose.fc1."): v for k, v in tiny_shapes.items()}
+    with pytest.raises(ConfigError, match=r"in no group: human\.dec_pose\.fc1\.bias, human\.dec_pose\.fc1\.kernel;"):
+        optim.split_params(renamed)
+
+
+def test_parameter_in_two_groups_is_refused(tiny_shapes):
+    with pytest.raises(ConfigError, match=re.escape(
+            "parameter human.decpose.fc1.bias is matched by trainable_params ('^human\\.(mlp_fuse|decpose|decshape|"
+            "decexpression|deccam|mlp_msk)\\.') and frozen_params ('^human\\.decpose\\.'): each parameter belongs "
+            "to exactly one group")):
+        optim.split_params(tiny_shapes, TRAINABLE, FIXED, (*FROZEN, r"^human\.decpose\."))
+    # patterns of one group may overlap
+    both = optim.split_params(tiny_shapes, (*TRAINABLE, r"^human\.decpose\.fc1\."), FIXED, FROZEN)
+    assert tuple(map(set, both)) == tuple(map(set, optim.split_params(tiny_shapes)))
+
+
+def test_groups_are_checked_before_any_weights_load(monkeypatch):
+    def no_weights(*args):
+        raise AssertionError("weights loaded before the groups were checked")
+
+    monkeypatch.setattr(init, "load_weights", no_weights)
+    cfg = dataclasses.replace(load_config("tiny_synthetic"), frozen_params=FROZEN[1:])
+    with pytest.raises(ConfigError, match=r"in no group: encoder\."):
+        init.init_params(cfg, init.model_config(cfg))
+
+
+def test_trainer_names_the_batch_without_the_data_pipeline():
+    """train/ takes the batch's keys, resolutions and splits from data/schema.py; the BEDLAM pipeline
+    (PIL, TensorFlow) is imported only when a run reads data."""
+    code = ("import sys, human3r_jax.train.trainer; from human3r_jax.data.schema import STEP_KEYS, batch_spec; "
+            "assert 'human3r_jax.data.bedlam' not in sys.modules; "
+            "assert set(batch_spec(1, 2)) - set(STEP_KEYS) == {'frame_ids', 'seq_index', 'step'}")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
 
 
 def test_decay_mask_matrices_only():

@@ -68,15 +68,12 @@ import numpy as np
 import PIL.Image
 import PIL.ImageEnhance
 
+from human3r_jax.data.schema import OFFICIAL_RESOLUTIONS, SMPL_KEYS, SPLITS, batch_spec
 from human3r_jax.errors import Human3rError
 from human3r_jax.pickles import load_pickle
 
 log = logging.getLogger(__name__)
 
-OFFICIAL_RESOLUTIONS = ((512, 384), (512, 336), (512, 288), (512, 256), (512, 208), (512, 144),
-                        (384, 512), (336, 512), (288, 512), (256, 512))  # (W, H)
-
-SPLITS = {"train": "Training", "test": "Test", "Training": "Training", "Test": "Test"}
 SUBFOLDERS = ("rgb", "depth", "mask", "cam", "smpl")
 MAX_DEPTH = 200.0           # metres; farther depth is invalid (sky)
 MIN_HUMAN_DEPTH = 0.01      # people must be in front of the camera
@@ -230,19 +227,6 @@ INVALID_SEQUENCES = frozenset("""
 20221024_3-10_100_batch01handhair_static_highSchoolGym_seq_000089
 20221024_3-10_100_batch01handhair_static_highSchoolGym_seq_000095
 """.split())
-
-# batch key → (file key, shape of one person)
-SMPL_KEYS = {
-    "smpl_root_pose": ("smplx_root_pose", (3,)),
-    "smpl_body_pose": ("smplx_body_pose", (21, 3)),
-    "smpl_jaw_pose": ("smplx_jaw_pose", (3,)),
-    "smpl_leye_pose": ("smplx_leye_pose", (3,)),
-    "smpl_reye_pose": ("smplx_reye_pose", (3,)),
-    "smpl_left_hand_pose": ("smplx_left_hand_pose", (15, 3)),
-    "smpl_right_hand_pose": ("smplx_right_hand_pose", (15, 3)),
-    "smpl_betas": ("smplx_shape", (11,)),
-    "smpl_transl": ("smplx_transl", (3,)),
-}
 
 _RESOLUTION_STREAM = 2**32 - 1  # a third seed word no sample index reaches
 
@@ -637,21 +621,6 @@ def load_sample(index: BedlamIndex, rng: np.random.Generator, resolution: tuple[
     sample = {k: np.stack([view[k] for view in views]) for k in views[0]}
     sample["seq_index"] = np.int32(seq_idx)
     return sample
-
-
-def batch_spec(batch_size: int | None, num_views: int, max_humans: int = 10) -> dict[str, tuple[type, tuple]]:
-    """Batch key → (dtype, shape) with None for the per-batch H and W."""
-    B, V, M, H, W = batch_size, num_views, max_humans, None, None
-    spec = {
-        "img": (np.float32, (B, V, H, W, 3)), "ray_map": (np.float32, (B, V, H, W, 6)),
-        "img_mask": (np.bool_, (B, V)), "ray_mask": (np.bool_, (B, V)),
-        "depth": (np.float32, (B, V, H, W)), "valid": (np.bool_, (B, V, H, W)),
-        "K": (np.float32, (B, V, 3, 3)), "c2w": (np.float32, (B, V, 4, 4)),
-        "human_mask": (np.float32, (B, V, H, W)), "smpl_mask": (np.bool_, (B, V, M)),
-    }
-    spec.update({key: (np.float32, (B, V, M, *shape)) for key, (_, shape) in SMPL_KEYS.items()})
-    spec.update(frame_ids=(np.int32, (B, V)), seq_index=(np.int32, (B,)), step=(np.int64, ()))
-    return spec
 
 
 def batch_resolution(seed: int, step: int, resolutions: Sequence[tuple[int, int]]) -> tuple[int, int]:

@@ -4,7 +4,13 @@ command-line overrides (`--set key=value`).
 A config file is a Python module with `get_config() -> TrainConfig` and a docstring stating the
 command, the expected runtime and the expected result (see human3r_jax/train/configs/).
 `--config` takes a file path or the name of a bundled config. `validate` checks every field (types,
-ranges, the fields that depend on each other) before anything is built.
+ranges, the fields that depend on each other) where a config is loaded or overridden, before anything
+is built.
+
+What trains is part of the config, as in big_vision: three lists of regular expressions (`re.search`
+on the parameters' dotted paths, e.g. `human.decpose.fc1.kernel`) name the trainable, fixed and
+frozen groups; `optim.split_params` refuses a parameter in no group or in two, and a pattern that
+matches nothing (a misspelling, or a renamed parameter), so nothing is frozen silently.
 """
 
 from __future__ import annotations
@@ -13,18 +19,42 @@ import ast
 import dataclasses
 import importlib.util
 import math
+import re
 from pathlib import Path
 
 from human3r_jax.config import HUMAN3R_PRESETS
-from human3r_jax.data.bedlam import OFFICIAL_RESOLUTIONS, SPLITS
+from human3r_jax.data.schema import OFFICIAL_RESOLUTIONS, SPLITS
 from human3r_jax.errors import Human3rError
-from human3r_jax.train.optim import FIXED_GRADS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 class ConfigError(Human3rError):
     """A config file or override that cannot be used."""
+
+
+# The official parameter groups (spec §4.8), as configs/human3r_bedlam.py writes them out.
+# Updated by AdamW: the prompt generator, the SMPL-X heads, the mask head and the prior's padding token.
+TRAINABLE = (
+    r"^human\.(mlp_fuse|decpose|decshape|decexpression|deccam|mlp_msk)\.",
+    r"^mhmr_masked_smpl_token$",
+)
+# The official `_is_frozen` modules: gradients flow through them and count in the clip norm; not updated.
+FIXED = (
+    r"^decoder\.", r"^state_embed\.", r"^pose_token$", r"^register_tokens$", r"^pose_retriever\.",
+    r"^head\.(dpt_self|dpt_cross|dpt_rgb|final_transform|pose_head)\.",
+)
+# No gradient: the encoders, DINOv2, the detection MLPs, the prior's mean-pose buffers and the input
+# padding tokens. `masked_smpl_token` is here although the official optimizer lists it: it is only used
+# detached, so torch's AdamW never changes it.
+FROZEN = (
+    r"^encoder\.", r"^ray_encoder\.", r"^backbone\.",
+    r"^human\.(mlp_classif|mlp_offset)\.", r"^human\.init_(body_pose|betas|betas_kid|cam|expression)$",
+    r"^(masked_img_token|masked_ray_map_token|mhmr_masked_img_token|masked_smpl_token)$",
+)
+
+# How the fixed group's gradients enter the clip norm (see optim.clip_gradients).
+FIXED_GRADS = ("accumulate", "fresh", "ignore")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +66,10 @@ class TrainConfig:
     init: str | None = None                # or: a converted Human3R checkpoint dir (all weights)
     random_init: bool = False              # tests and smoke runs: random weights, no files
     smplx: str | None = None               # SMPL-X: SMPLX_NEUTRAL.npz or a folder holding it
+    # what trains: regexes over the dotted parameter paths; every parameter in exactly one group
+    trainable_params: tuple = TRAINABLE    # updated by AdamW
+    fixed_params: tuple = FIXED            # not updated; their gradients count in the clip norm
+    frozen_params: tuple = FROZEN          # no gradient
     # data
     data_root: str | None = None           # preprocessed BEDLAM (or synthetic) root
     split: str = "Training"
@@ -87,11 +121,11 @@ class TrainConfig:
 
     @property
     def warmup_steps(self) -> int:
-        return int(round(self.warmup_epochs * self.steps_per_epoch))
+        return round(self.warmup_epochs * self.steps_per_epoch)
 
 
 def load_config(name_or_path: str) -> TrainConfig:
-    """A config file path, or the name of a bundled config (`human3r_bedlam`, `tiny_synthetic`)."""
+    """A config file path, or the name of a bundled config (`human3r_bedlam`, `tiny_synthetic`), validated."""
     path = Path(name_or_path)
     if not path.suffix:
         path = CONFIG_DIR / f"{name_or_path}.py"
@@ -106,7 +140,7 @@ def load_config(name_or_path: str) -> TrainConfig:
     cfg = module.get_config()
     if not isinstance(cfg, TrainConfig):
         raise ConfigError(f"{path}: get_config() returned {type(cfg).__name__}, not TrainConfig")
-    return cfg
+    return validate(cfg)
 
 
 def _parse_value(field: dataclasses.Field, text: str, key: str):
@@ -185,6 +219,28 @@ def _size(v, c: TrainConfig) -> bool:
             and all(_int(x) and x > 0 and x % _patch(c) == 0 for x in v))
 
 
+def _bad_regex(p) -> str | None:
+    """Why `p` is not a regular expression, or None."""
+    if not isinstance(p, str):
+        return f"{p!r} is not a string"
+    try:
+        re.compile(p)
+    except re.error as e:
+        return f"{p!r} is not a regular expression ({e})"
+    return None
+
+
+def _patterns(key: str, least: int):
+    """A tuple of at least `least` regexes; the message names the first bad pattern."""
+    def need(c: TrainConfig) -> str:
+        v = getattr(c, key)
+        bad = next((why for why in map(_bad_regex, v) if why), None) if isinstance(v, tuple) else None
+        return (f"must be a tuple of at least {least} regular expression(s) over the dotted parameter paths"
+                + (f": {bad}" if bad else ""))
+
+    return (lambda v, c: isinstance(v, tuple) and len(v) >= least and not any(map(_bad_regex, v))), need
+
+
 def _sizes_need(what: str):
     return lambda c: f"must be {what}, W and H positive multiples of {_patch(c)} (the patch size of {c.model})"
 
@@ -200,6 +256,9 @@ RULES = {
     "random_init": ((lambda v, c: isinstance(v, bool) and not (v and (c.init or c.init_cut3r or c.init_multihmr))),
                     "must be True or False; True takes no init, init_cut3r or init_multihmr"),
     "smplx": PATH,
+    "trainable_params": _patterns("trainable_params", 1),
+    "fixed_params": _patterns("fixed_params", 0),
+    "frozen_params": _patterns("frozen_params", 0),
     "data_root": PATH,
     "split": _choice(tuple(SPLITS)),
     "num_views": _count(2),
@@ -226,8 +285,8 @@ RULES = {
     "data_parallel": FLAG,
     "eval_every": _count(0),
     "eval_samples": ((lambda v, c: _int(v) and v >= (c.batch_size if c.eval_every else 1)),
-                     "must be an integer at least 1, and at least one batch (batch_size={c.batch_size}) when "
-                     "eval_every > 0; set eval_every=0 to train without evaluation"),
+                     ("must be an integer at least 1, and at least one batch (batch_size={c.batch_size}) when "
+                      "eval_every > 0; set eval_every=0 to train without evaluation")),
     "eval_split": _choice(tuple(SPLITS)),
     "eval_resolution": (_size, _sizes_need("one (W, H) pair")),
     "eval_seed": _count(0),

@@ -1,16 +1,18 @@
 """What trains, and how (spec §4.8, §6): parameter groups by regex, AdamW with decay on matrices,
 warm-up + half-cosine schedule, and the official gradient clipping.
 
-Three groups of parameters (dotted paths of our tree), matched in order:
-  * TRAINABLE: the prompt generator, SMPL-X heads, mask head and the prior's padding token — updated;
-  * FIXED: decoders, state/pose tokens, pose memory and the CUT3R heads — gradients flow through
-    them and, as in the official `_is_frozen` parameters, count in the clipping norm; not updated;
-  * everything else is FROZEN (encoders, DINOv2, detection MLPs, buffers): no gradient at all.
+Three groups of parameters (dotted paths of our tree), each named by a list of regexes in the
+training config (`trainable_params`, `fixed_params`, `frozen_params`; the official groups are
+config.TRAINABLE / FIXED / FROZEN):
+  * trainable: updated by AdamW;
+  * fixed: gradients flow through them and, as in the official `_is_frozen` parameters, count in the
+    clipping norm; not updated;
+  * frozen: no gradient at all.
+`split_params` puts every parameter in exactly one group and uses every pattern, else ConfigError:
+a renamed parameter or a misspelled pattern stops the run instead of freezing something silently.
 
-`masked_smpl_token` is FROZEN although the official optimizer lists it: it is only used detached
-(token_fuse), so its `.grad` stays None and torch's AdamW skips it (no update, no weight decay).
-`mhmr_masked_smpl_token` does get a gradient (exactly zero: it fills empty slots, whose losses are
-masked), so AdamW decays it there as here.
+`mhmr_masked_smpl_token` gets a gradient (exactly zero: it fills empty slots, whose losses are
+masked), so AdamW decays it, as torch's does.
 """
 
 from __future__ import annotations
@@ -22,26 +24,50 @@ import jax.numpy as jnp
 import optax
 
 from human3r_jax.checkpoint import unflatten
+from human3r_jax.train.config import FIXED, FROZEN, TRAINABLE, ConfigError
 
-TRAINABLE = (
-    r"^human\.(mlp_fuse|decpose|decshape|decexpression|deccam|mlp_msk)\.",
-    r"^mhmr_masked_smpl_token$",
-)
-FIXED = (
-    r"^decoder\.", r"^state_embed\.", r"^pose_token$", r"^register_tokens$", r"^pose_retriever\.",
-    r"^head\.(dpt_self|dpt_cross|dpt_rgb|final_transform|pose_head)\.",
-)
+GROUPS = ("trainable_params", "fixed_params", "frozen_params")  # the config fields, in split order
 
 
-def matches(path: str, patterns) -> bool:
-    return any(re.search(p, path) for p in patterns)
+def _compile(group: str, patterns) -> list[re.Pattern]:
+    try:
+        if isinstance(patterns, str):  # its characters would each be a pattern
+            raise TypeError("one string, not a tuple of them")
+        return [re.compile(p) for p in patterns]
+    except (re.error, TypeError) as e:
+        raise ConfigError(f"{group}={patterns!r}: not a tuple of regular expressions ({e})") from None
 
 
-def split_params(flat: dict):
-    """{path: array} → (trainable, fixed, frozen) dicts of the same paths."""
+def _listed(names: list[str], most: int = 5) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def split_params(flat: dict, trainable=TRAINABLE, fixed=FIXED, frozen=FROZEN):
+    """{path: array} → (trainable, fixed, frozen) dicts of the same paths; the groups are regexes
+    (`re.search`). ConfigError, naming the pattern or the parameter, unless every pattern matches a
+    parameter and every parameter matches exactly one group (patterns of one group may overlap)."""
+    compiled = [_compile(g, ps) for g, ps in zip(GROUPS, (trainable, fixed, frozen))]
+    # A pattern that matches nothing first: its misspelling is the cause of any parameter left over.
+    for group, patterns in zip(GROUPS, compiled):
+        for p in patterns:
+            if not any(p.search(k) for k in flat):
+                raise ConfigError(f"{group}: pattern '{p.pattern}' matches no parameter of the model "
+                                  "(misspelled, or the parameter was renamed)")
     groups = ({}, {}, {})
+    uncovered = []
     for k, v in flat.items():
-        groups[0 if matches(k, TRAINABLE) else 1 if matches(k, FIXED) else 2][k] = v
+        first = [next((p for p in ps if p.search(k)), None) for ps in compiled]  # each group's first match
+        hits = [(g, p) for g, p in enumerate(first) if p is not None]
+        if len(hits) > 1:
+            named = " and ".join(f"{GROUPS[g]} ('{p.pattern}')" for g, p in hits)
+            raise ConfigError(f"parameter {k} is matched by {named}: each parameter belongs to exactly one group")
+        if not hits:
+            uncovered.append(k)
+            continue
+        groups[hits[0][0]][k] = v
+    if uncovered:
+        raise ConfigError(f"parameter(s) in no group: {_listed(uncovered)}; add a pattern that matches them to "
+                          "trainable_params, fixed_params or frozen_params")
     return groups
 
 
@@ -75,9 +101,6 @@ def clip_by_global_norm(grads, norm, max_norm: float):
     """torch.nn.utils.clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6))."""
     scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
     return jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
-
-
-FIXED_GRADS = ("accumulate", "fresh", "ignore")
 
 
 def clip_gradients(g_train, g_fixed, carried, mode: str, max_norm: float):

@@ -1,4 +1,4 @@
-"""The training loop: initialisation, the jitted train step, orbax checkpoints with exact resume,
+"""The training loop: the jitted train step, orbax checkpoints with exact resume,
 TensorBoard and console logs, data parallelism over local devices.
 
     state = TrainState(step, trainable params (nested), optimizer state)
@@ -8,7 +8,7 @@ Exact resume: every random choice of the data is a function of (seed, batch numb
 data/bedlam.py), the step itself draws no random numbers, and a checkpoint holds the step, the
 trainable parameters and the optimizer state. Restarting from step N therefore replays batches
 N, N+1, … exactly as an uninterrupted run; the fixed and frozen parameters come again from the
-initialisation, which is fingerprinted in the checkpoint and checked on resume.
+initialisation (init.py), which is fingerprinted in the checkpoint and checked on resume.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -35,24 +34,17 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from human3r_jax import checkpoint as ckpt
-from human3r_jax.config import HUMAN3R_PRESETS, Human3rConfig
-from human3r_jax.errors import Human3rError
+from human3r_jax.config import Human3rConfig
+from human3r_jax.data.schema import STEP_KEYS
 from human3r_jax.models.smplx import load_smplx
 from human3r_jax.train import optim
 from human3r_jax.train.config import TrainConfig, validate
 from human3r_jax.train.forward import train_forward
+from human3r_jax.train.init import TrainError, check_init_files, init_params, model_config
 from human3r_jax.train.losses import eval_loss, total_loss
 from human3r_jax.train.targets import complete_targets
 
 log = logging.getLogger("human3r_jax.train")
-
-BATCH_KEYS = ("img", "ray_map", "img_mask", "ray_mask", "depth", "valid", "K", "c2w", "human_mask", "smpl_mask",
-              "smpl_root_pose", "smpl_body_pose", "smpl_jaw_pose", "smpl_leye_pose", "smpl_reye_pose",
-              "smpl_left_hand_pose", "smpl_right_hand_pose", "smpl_betas", "smpl_transl")
-
-
-class TrainError(Human3rError, RuntimeError):
-    """A run that cannot start or continue (bad initialisation files, a diverged loss, a mismatched resume)."""
 
 
 class TrainState(NamedTuple):
@@ -60,61 +52,6 @@ class TrainState(NamedTuple):
     trainable: Any      # nested dict of the trainable parameters
     opt_state: Any
     fixed_grads: Any    # {path: array} the carried gradients of the fixed group (fixed_grads="accumulate"), else {}
-
-
-# ---------------------------------------------------------------- model and initialisation
-
-
-def model_config(cfg: TrainConfig) -> Human3rConfig:
-    return dataclasses.replace(HUMAN3R_PRESETS[cfg.model], max_humans=cfg.max_humans)
-
-
-def _copy_into(flat: dict, source: dict, what: str) -> int:
-    for k, v in source.items():
-        if k not in flat:
-            raise TrainError(f"{what}: parameter {k} has no place in the Human3R tree")
-        if tuple(flat[k].shape) != tuple(np.shape(v)):
-            raise TrainError(f"{what}: {k} has shape {tuple(np.shape(v))}, the model expects {tuple(flat[k].shape)}")
-        flat[k] = np.asarray(v, np.float32)
-    return len(source)
-
-
-def _cut3r_params(path: str) -> dict:
-    """A converted CUT3R checkpoint dir, or the official .pth converted on the fly → flat dict."""
-    p = Path(path)
-    if p.is_dir():
-        _, _, params = ckpt.load(p)
-        return ckpt.flatten(nnx.to_pure_dict(params))
-    from human3r_jax.converters.convert import convert_file
-
-    _, params, _ = convert_file(p)
-    return ckpt.flatten(params)
-
-
-def init_params(cfg: TrainConfig, hcfg: Human3rConfig, model) -> dict:
-    """Flat float32 parameters: random (seeded) for the new modules, then CUT3R and Multi-HMR
-    weights where they exist (the official initialisation), or a whole Human3R checkpoint
-    (`Trainer.check_inputs` has checked that the files are set and exist)."""
-    flat = ckpt.flatten(ckpt.random_params(model, cfg.seed))
-    if cfg.init:
-        _, _, params = ckpt.load(cfg.init)
-        _copy_into(flat, ckpt.flatten(nnx.to_pure_dict(params)), cfg.init)
-    elif not cfg.random_init:
-        n = _copy_into(flat, _cut3r_params(cfg.init_cut3r), cfg.init_cut3r)
-        from human3r_jax.converters.convert import convert_multihmr_file
-
-        m = _copy_into(flat, ckpt.flatten(convert_multihmr_file(cfg.init_multihmr, hcfg)), cfg.init_multihmr)
-        log.info("initialised %d tensors from %s and %d from %s", n, cfg.init_cut3r, m, cfg.init_multihmr)
-    return flat
-
-
-def fingerprint(flat: dict) -> str:
-    """A digest of parameters (to check that a resume uses the same initialisation)."""
-    h = hashlib.sha256()
-    for k in sorted(flat):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(np.asarray(flat[k], np.float32)).tobytes())
-    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- the step
@@ -217,14 +154,16 @@ def check_workdir(workdir: Path) -> None:
 
 
 class Trainer:
-    """Builds everything a run needs; `run()` trains to `total_steps` (or `max_steps`).
+    """Runs training: `run()` trains to `total_steps` (or `max_steps`) from the initial parameters
+    (init.py), with checkpoints, evaluations and logs in the workdir.
 
-    In the order that fails fastest, so that a run that cannot start fails in seconds and leaves
-    nothing behind: the config, the devices, the input files, data indexes and workdir
-    (`check_inputs`), then SMPL-X and the model's weights (minutes at full size), and only then the
-    workdir's checkpoint manager and TensorBoard log."""
+    Set-up runs in the order that fails fastest, so that a run that cannot start fails in seconds and
+    leaves nothing behind: the devices, the input files, data indexes and workdir (`check_inputs`),
+    then SMPL-X and the model's weights (minutes at full size), and only then the workdir's checkpoint
+    manager and TensorBoard log."""
 
     def __init__(self, cfg: TrainConfig, log_to_tensorboard: bool = True):
+        # load_config and apply_overrides validate; this repeats it (cheap) for a config built in code
         self.cfg = validate(cfg)
         self.hcfg = model_config(cfg)
         self.workdir = Path(cfg.workdir).absolute()
@@ -233,16 +172,13 @@ class Trainer:
             raise TrainError(f"batch_size={cfg.batch_size} does not split over {len(devices)} devices")
         self.check_inputs()
         self.body_model = load_smplx(cfg.smplx, num_betas=11)
-        dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else None
-        model = ckpt.abstract_model(self.hcfg, dtype)
-        self.graphdef = nnx.graphdef(model)
-        flat = init_params(cfg, self.hcfg, model)
-        trainable, fixed, frozen = optim.split_params(flat)
-        self.init_fingerprint = fingerprint({**fixed, **frozen})
-        self.n_trainable = int(sum(v.size for v in trainable.values()))
+        params = init_params(cfg, self.hcfg)
+        self.graphdef, self.init_fingerprint = params.graphdef, params.fingerprint
+        fixed, frozen = params.fixed, params.frozen
+        self.n_trainable = int(sum(v.size for v in params.trainable.values()))
         step_cfg = dataclasses.replace(cfg, **{f: getattr(TrainConfig, f) for f in RUN_ONLY_FIELDS})
-        self.tx = optimizer(step_cfg, tuple((k, tuple(np.shape(v))) for k, v in sorted(trainable.items())))
-        trainable = ckpt.unflatten(trainable)
+        self.tx = optimizer(step_cfg, tuple((k, tuple(np.shape(v))) for k, v in sorted(params.trainable.items())))
+        trainable = ckpt.unflatten(params.trainable)
 
         self.mesh = jax.sharding.Mesh(np.array(devices), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
@@ -264,15 +200,9 @@ class Trainer:
         cfg = self.cfg
         if not cfg.smplx:
             raise TrainError("set smplx: the SMPL-X model (SMPLX_NEUTRAL.npz or its folder) completes the ground truth")
-        if not (cfg.random_init or cfg.init or (cfg.init_cut3r and cfg.init_multihmr)):
-            raise TrainError("set init_cut3r and init_multihmr (the official initialisation), or init "
-                             "(a converted Human3R checkpoint), or random_init=True")
-        for key in ("smplx", "init_cut3r", "init_multihmr", "init"):
-            path = getattr(cfg, key)
-            if path and not Path(path).exists():
-                raise TrainError(f"{key}={path}: no such file or folder")
-        if cfg.init:
-            ckpt.read_config(cfg.init)  # a converted checkpoint folder (not an official .pth)
+        if not Path(cfg.smplx).exists():
+            raise TrainError(f"smplx={cfg.smplx}: no such file or folder")
+        check_init_files(cfg)
         self.index = self.data_index(cfg.split)
         self._eval_index = self.data_index(cfg.eval_split, allow_repeat=False) if cfg.eval_every else None
         check_workdir(self.workdir)
@@ -327,7 +257,7 @@ class Trainer:
         try:
             got = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        except Exception as e:  # orbax raises many types for a damaged or mismatched checkpoint
+        except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged or mismatched checkpoint
             raise TrainError(f"{self.workdir / 'checkpoints' / str(step)}: cannot restore this checkpoint ({e}); "
                              "move it away to resume from an earlier one") from None
         meta = got["meta"]
@@ -354,10 +284,10 @@ class Trainer:
     # -------------------------------------------------------- steps
 
     def device_batch(self, batch: dict) -> dict:
-        missing = [k for k in BATCH_KEYS if k not in batch]
+        missing = [k for k in STEP_KEYS if k not in batch]
         if missing:
             raise TrainError(f"the data pipeline's batch lacks {missing}")
-        return jax.device_put({k: batch[k] for k in BATCH_KEYS}, self.batch_sharding)
+        return jax.device_put({k: batch[k] for k in STEP_KEYS}, self.batch_sharding)
 
     def train_step(self, batch: dict) -> dict:
         self.state, metrics = self.step_fn(self.state, self.fixed, self.frozen, self.body_model,

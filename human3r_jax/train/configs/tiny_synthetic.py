@@ -15,13 +15,16 @@ Expected result: the loss falls (tests/test_train.py's 30-step run of this model
 at one resolution, ends below half its starting level; the measured run went from 19.4 at step 10
 to 9.6 at step 40, the test loss median from 365 before training to about 170), and
 /tmp/tiny_run/export/step_40 and export/best load in `human3r-jax reconstruct --checkpoint`.
+The first line printed names 803,193 trainable parameters (the official groups, as human3r_bedlam).
 """
 
 from human3r_jax.train.config import TrainConfig
+from human3r_jax.train.configs.human3r_bedlam import FIXED, FROZEN, TRAINABLE  # the tiny model has the same tree
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(model="human3r_tiny", random_init=True, batch_size=2, num_views=4, max_humans=4,
+    return TrainConfig(model="human3r_tiny", trainable_params=TRAINABLE, fixed_params=FIXED, frozen_params=FROZEN,
+                       random_init=True, batch_size=2, num_views=4, max_humans=4,
                        resolutions=((64, 48), (48, 64)), aug_crop=4, samples_per_epoch=20, epochs=4,
                        warmup_epochs=0.5, lr=1e-3, min_lr=1e-4, compute_dtype="float32", remat=False,
                        save_every=20, keep=2, keep_period=None, log_every=10, workdir="runs/tiny",
