@@ -23,6 +23,7 @@ from human3r_jax import runtime
 from human3r_jax.config import DinoConfig, Human3rConfig
 from human3r_jax.converters.convert import convert_file
 from human3r_jax.errors import Human3rError
+from human3r_jax.models import state_update
 from human3r_jax.models.cut3r import Frame, StepOptions
 from human3r_jax.npz import read_npz
 
@@ -221,7 +222,8 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
     # Human3R's online loop (`inference_recurrent_lighter`) restarts from the pose token after a
     # reset and its demo chains the segments; CUT3R's `forward_recurrent` reads the reset pose memory.
     human3r_loop = "lighter" in str(fcfg.get("official", {}).get("loop", "")) or kind == "human3r"
-    opts = StepOptions(rgb=True, cross=True, ttt3r=bool(run.get("use_ttt3r", False)),
+    rule = state_update.ttt3r if run.get("use_ttt3r", False) else state_update.cut3r
+    opts = StepOptions(rgb=True, cross=True, state_update=rule,
                        pose_token_after_reset=human3r_loop, taps=True)
     frames = _views(inputs)
     carry0 = runtime.init_carry(graphdef, state, 1)

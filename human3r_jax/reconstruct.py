@@ -27,6 +27,7 @@ from human3r_jax.config import Human3rConfig, preset
 from human3r_jax.data.images import ImageError, preprocess
 from human3r_jax.data.video import FrameSource, InputError
 from human3r_jax.geometry import pose_to_c2w
+from human3r_jax.models import state_update as su
 from human3r_jax.models.cut3r import Frame, StepOptions
 
 CHECKPOINT_HELP = (
@@ -47,6 +48,7 @@ class Settings:
     glb_frame: int | None = None       # frame whose bodies go into scene.glb (default: last with people)
     points_per_frame: int = 5000
     max_points: int = 1_000_000
+    state_update: su.Rule | None = None  # a state-update rule of your own (models/state_update.py); overrides ttt3r
 
 
 @dataclasses.dataclass
@@ -323,7 +325,10 @@ def run(model: LoadedModel, sources: Sequence[FrameSource], writers: Sequence[Se
 
     `prep(raw_frame) -> [H, W, 3]` replaces the demo's `preprocess` (the evaluation's own frame loader)."""
     b = len(sources)
-    opts = StepOptions(rgb=False, cross=False, ttt3r=settings.ttt3r)
+    rule = settings.state_update
+    if rule is None:  # the user-level --ttt3r picks a built-in rule
+        rule = su.ttt3r if settings.ttt3r else su.cut3r
+    opts = StepOptions(rgb=False, cross=False, state_update=rule)
     sharding = _mesh_and_sharding(b)
     params = model.params
     carry = runtime.init_carry(model.graphdef, params, b)

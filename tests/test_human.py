@@ -11,6 +11,7 @@ from human3r_jax import checkpoint as ckpt
 from human3r_jax import runtime
 
 from human3r_jax.geometry import rotmat_to_rotvec
+from human3r_jax.models import state_update as su
 from human3r_jax.models.cut3r import Frame, StepOptions
 from human3r_jax.models.human import nms3x3, rot6d_to_rotmat, select_slots
 
@@ -80,7 +81,7 @@ def _run(fixture_model, slots, views=slice(0, 3)):
     v = img.shape[0]
     frames = Frame(img, jnp.ones((v, 1), bool), jnp.zeros((v, 1), bool))
     _, out = runtime.run_sequence(graphdef, state, runtime.init_carry(graphdef, state, 1), frames,
-                                  StepOptions(ttt3r=True))
+                                  StepOptions(state_update=su.ttt3r))
     return jax.tree.map(lambda a: np.asarray(a)[:, 0], out)
 
 def test_empty_slots_are_invisible(fixture_model):

@@ -8,6 +8,7 @@ from flax import nnx
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax import geometry, runtime
+from human3r_jax.models import state_update as su
 from human3r_jax.models.cut3r import Frame, StepOptions, make_frame
 
 from conftest import assert_trees_close, rel_l2
@@ -35,7 +36,7 @@ def step_by_step(graphdef, params, fr: Frame, opts):
 def test_scan_equals_step_by_step(tiny_model, ttt3r):
     _, graphdef, params = tiny_model
     fr = frames(4, update=[1, 0, 1, 1], reset=[0, 1, 0, 0])
-    opts = StepOptions(ttt3r=ttt3r, taps=True)
+    opts = StepOptions(state_update=su.ttt3r if ttt3r else su.cut3r, taps=True)
     c1, o1 = step_by_step(graphdef, params, fr, opts)
     c2, o2 = runtime.run_sequence(graphdef, params, runtime.init_carry(graphdef, params, 1), fr, opts)
     assert_trees_close(c1, c2, rtol=1e-5, atol=1e-6)
@@ -76,7 +77,7 @@ def test_ttt3r_gate(tiny_model):
     fr = frames(4)
     _, plain = runtime.run_sequence(graphdef, params, runtime.init_carry(graphdef, params, 1), fr, StepOptions(taps=True))
     _, ttt = runtime.run_sequence(graphdef, params, runtime.init_carry(graphdef, params, 1), fr,
-                                  StepOptions(ttt3r=True, taps=True))
+                                  StepOptions(state_update=su.ttt3r, taps=True))
     p, t = jax.tree.map(np.asarray, plain["taps"]), jax.tree.map(np.asarray, ttt["taps"])
     # frame 0: full update in both; frames after: s ← β·ŝ + (1−β)·s with β ∈ (0, 1) per state token
     np.testing.assert_allclose(t["state_out"][0], p["state_out"][0], rtol=1e-6)

@@ -1,15 +1,16 @@
 """CUT3R: the recurrent reconstruction model and its one-frame step (spec §3).
 
 `Cut3r.step(carry, frame, opts)` is pure: everything that crosses frames is in `Carry`.
-State updates follow the official online loops: the gated update `s ← m·ŝ + (1−m)·s`, the
-TTT3R update (β per state token from the state→image cross-attention), and resets, which put
-the initial state and pose memory back after the reset frame's own outputs are computed.
+State updates follow the official online loops: `s ← m·w·ŝ + (1−m·w)·s` with m the frame's update
+flag and w [B, S] from the state-update rule in `StepOptions` (models/state_update.py: CUT3R's w = 1,
+TTT3R's β per state token from the state→image cross-attention, or a rule of your own), then resets,
+which put the initial state and pose memory back after the reset frame's own outputs are computed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from human3r_jax.config import Cut3rConfig
+from human3r_jax.models import state_update as su
 from human3r_jax.models.decoder import Decoders
 from human3r_jax.models.encoder import image_encoder, ray_map_encoder
 from human3r_jax.models.heads import make_head
@@ -29,7 +31,8 @@ class StepOptions:
     """Static choices of one step (part of the jit cache key).
 
     rgb / cross: compute the rgb and cross-view heads (on for parity, off to save time).
-    ttt3r: TTT3R state update (Human3R `--use_ttt3r`).
+    state_update: the state-update rule `rule(ctx) -> w [B, S]` (models/state_update.py): `su.cut3r`
+      (plain update), `su.ttt3r` (Human3R `--use_ttt3r`) or your own (hashable).
     pose_token_after_reset: the frame after a reset starts from the learned pose token, as in
       Human3R's online loop; False reads the (reset) pose memory, as CUT3R's `forward_recurrent`.
     taps: also return stage-wise intermediates (for parity checks).
@@ -37,7 +40,7 @@ class StepOptions:
 
     rgb: bool = True
     cross: bool = True
-    ttt3r: bool = False
+    state_update: su.Rule = su.cut3r
     pose_token_after_reset: bool = True
     taps: bool = False
 
@@ -55,7 +58,7 @@ class Carry(NamedTuple):
     mem_init: jax.Array    # [B, M, 2D]
     t: jax.Array           # [B] int32: frames seen
     after_reset: jax.Array  # [B] bool: the previous frame reset the state
-    tracks: Optional[TrackState] = None  # Human3R: the track memory (batched on axis 0)
+    tracks: TrackState | None = None  # Human3R: the track memory (batched on axis 0)
 
 
 def make_frame(img, update=None, reset=None) -> Frame:
@@ -142,8 +145,9 @@ class Cut3r(nnx.Module):
         extra: optional (tokens [B, n, D], positions [B, n, 2], valid [B, n]) appended after the
         image tokens (Human3R's human prompts); invalid ones are hidden from attention (valid None:
         all attend, as the official training's padded slots).
-        Returns (outputs, candidate state, candidate memory, TTT3R gate logits or None); with
-        `extra`, outputs["extra_tokens"] holds their decoder outputs X̂ [B, n, D].
+        Returns (outputs, candidate state, candidate memory, state→image logits [B, S] or None: only
+        computed for a state-update rule that needs them); with `extra`, outputs["extra_tokens"]
+        holds their decoder outputs X̂ [B, n, D].
         """
         b, n, _ = feat.shape
         p = self.cfg.patch_size
@@ -166,7 +170,8 @@ class Cut3r(nnx.Module):
         if taps is not None:
             taps.update(state_in=carry.state, mem_in=carry.mem, pose_query=pose_q[:, 0], dec_embed_img=x_img,
                         dec_in_tokens=x, dec_in_pos=x_pos, state_pos=state_pos)
-        new_state, xs, gate = self.decoder(carry.state, state_pos, x, x_pos, x_mask, ttt3r=opts.ttt3r, taps=taps)
+        new_state, xs, logits = self.decoder(carry.state, state_pos, x, x_pos, x_mask,
+                                             logits=su.uses_logits(opts.state_update), taps=taps)
         x_final = xs[-1]
         new_mem = self.pose_retriever.write(carry.mem, g, x_final[:, :1])
         la, lb = self.cfg.dec_hooks
@@ -177,22 +182,23 @@ class Cut3r(nnx.Module):
             taps.update(dec_img_final=x_final, state_candidate=new_state, mem_candidate=new_mem)
         if extra is not None:
             out["extra_tokens"] = x_final[:, 1 + n:]
-        return out, new_state, new_mem, gate
+        return out, new_state, new_mem, logits
 
-    def update(self, carry: Carry, frame: Frame, new_state, new_mem, gate, opts: StepOptions, taps=None) -> Carry:
-        """Gated (or TTT3R) state update, plain memory update, then resets (spec §3.8)."""
+    def update(self, carry: Carry, frame: Frame, new_state, new_mem, logits, opts: StepOptions, taps=None) -> Carry:
+        """State update by the options' rule under the frame's update flag, plain memory update, then
+        resets (spec §3.8). logits: the decoder's state→image logits [B, S] (None if the rule does not read them)."""
         new_state, new_mem = new_state.astype(carry.state.dtype), new_mem.astype(carry.mem.dtype)
-        m = frame.update
-        m_state = m.astype(jnp.float32)
-        if opts.ttt3r:
-            # TTT3R's gate is skipped on the first frame of a segment: a full update there.
-            first = (carry.t == 0) | carry.after_reset
-            beta = jax.nn.sigmoid(gate)  # [B, S]
-            m_state = jnp.where(first[:, None], m_state[:, None], m_state[:, None] * beta)
-            if taps is not None:
-                taps.update(ttt3r_beta=jnp.where(first[:, None], 1.0, beta), ttt3r_gate_applied=~first)
-        state = _blend(new_state, carry.state, m_state)
-        mem = _blend(new_mem, carry.mem, m.astype(jnp.float32))
+        m = frame.update.astype(jnp.float32)
+        rule = opts.state_update
+        first = (carry.t == 0) | carry.after_reset  # a segment's first frame (TTT3R does not gate it)
+        ctx = su.Context(carry.state, new_state, logits, first, carry.t)
+        w = jnp.broadcast_to(jnp.asarray(rule(ctx), jnp.float32), carry.state.shape[:2])
+        if taps is not None:
+            taps["state_update_weight"] = w
+            if rule is su.ttt3r:  # the names of TTT3R's gate in the parity fixtures
+                taps.update(ttt3r_beta=w, ttt3r_gate_applied=~first)
+        state = _blend(new_state, carry.state, m[:, None] * w)
+        mem = _blend(new_mem, carry.mem, m)
         state = _blend(carry.state_init, state, frame.reset)
         mem = _blend(carry.mem_init, mem, frame.reset)
         return carry._replace(state=state, mem=mem, t=carry.t + 1, after_reset=frame.reset)

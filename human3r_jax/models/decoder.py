@@ -27,25 +27,25 @@ class Decoders(nnx.Module):
         ])
         self.state_norm = layer_norm(d, rngs, dtype)
 
-    def __call__(self, state, state_pos, x, x_pos, x_mask=None, ttt3r=False, taps=None):
+    def __call__(self, state, state_pos, x, x_pos, x_mask=None, logits=False, taps=None):
         """state [B, S, D], x [B, K, D] (pose, image, human tokens), x_mask [B, K] (valid tokens).
 
-        Returns (ŝ = LN(S^L) [B, S, D], [X^1, …, X^{L-1}, LN(X^L)], gate logits [B, S] or None):
-        the gate logits are the state→image cross-attention logits averaged over layers, heads
-        and valid keys (TTT3R, spec §3.8).
+        Returns (ŝ = LN(S^L) [B, S, D], [X^1, …, X^{L-1}, LN(X^L)], logits [B, S] or None): with
+        `logits`, the state→image cross-attention logits averaged over layers, heads and valid keys
+        (what TTT3R's gate reads, spec §3.8; see models/state_update.py).
         """
         xs, logit_sum = [], None
         for i, (sblk, iblk) in enumerate(zip(self.state_blocks, self.img_blocks)):
             state, x = layer_boundary((state, x))
-            new_state, lm = sblk(state, x, state_pos, x_pos, y_mask=x_mask, return_logit_mean=ttt3r)
+            new_state, lm = sblk(state, x, state_pos, x_pos, y_mask=x_mask, return_logit_mean=logits)
             x, _ = iblk(x, state, x_pos, state_pos, x_mask=x_mask)
             state = new_state
-            if ttt3r:
+            if logits:
                 logit_sum = lm if logit_sum is None else logit_sum + lm
             if taps is not None:
                 taps[f"dec_state_l{i + 1}"] = state
                 taps[f"dec_img_l{i + 1}"] = x
             xs.append(x)
         xs[-1] = self.img_norm(xs[-1])
-        gate = None if logit_sum is None else logit_sum / len(self.state_blocks)
-        return self.state_norm(state), xs, gate
+        mean = None if logit_sum is None else logit_sum / len(self.state_blocks)
+        return self.state_norm(state), xs, mean

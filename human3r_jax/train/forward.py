@@ -20,11 +20,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from human3r_jax.models import state_update as su
 from human3r_jax.models.cut3r import Cut3r, Frame, StepOptions
 from human3r_jax.models.human import squeeze_score
 from human3r_jax.models.human3r import Human3r
 
-TRAIN_STEP = StepOptions(rgb=True, cross=True, ttt3r=False, pose_token_after_reset=True)
+TRAIN_STEP = StepOptions(rgb=True, cross=True, state_update=su.cut3r, pose_token_after_reset=True)
 
 
 def _where(mask, x, fill):
