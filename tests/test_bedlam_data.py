@@ -5,6 +5,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -122,6 +123,20 @@ def test_index_exclusions_and_skip(root, caplog):
         i, start = strict.locate(k)
         views = B.sample_frame_positions(len(strict.sequences[i].frames), start, 4, rng)
         assert len(set(views)) == 4 and views[0] == start
+
+
+def test_exclusion_list_is_package_data():
+    """The official exclusion list ships as a data file of the package, which pyproject installs."""
+    import tomllib
+    from importlib.resources import files
+
+    text = files("human3r_jax.data.bedlam").joinpath("excluded_sequences.txt").read_text()
+    names = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert text.startswith("#") and names == sorted(B.INVALID_SEQUENCES)
+    assert all(B.is_excluded(n) for n in names) and not B.is_excluded("20221010_3-10_500_batch01hand_x_seq_000000")
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "human3r_jax.data.bedlam" in pyproject["packages"]
+    assert pyproject["package-data"]["human3r_jax.data.bedlam"] == ["excluded_sequences.txt"]
 
 
 def test_index_errors(tmp_path, root):
@@ -425,7 +440,7 @@ def test_malicious_pickle_refused(tmp_path):
 
 def test_exit_with_batches_in_flight(index):
     """A live iterator whose batches are still being built when Python exits must not hang it."""
-    code = (f"import time; from human3r_jax.data import bedlam as B; build = B.make_batch\n"
+    code = (f"import time; from human3r_jax.data.bedlam import pipeline as B; build = B.make_batch\n"
             f"B.make_batch = lambda *a, **k: (time.sleep(0.3), build(*a, **k))[1]\n"
             f"it = B.iterate(B.BedlamIndex({str(index.root)!r}), batch_size=1, seed=0, resolutions=[(24, 16)])\n"
             f"next(it); print('ok')")

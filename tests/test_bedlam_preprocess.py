@@ -17,7 +17,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from human3r_jax.data import bedlam as B
 from human3r_jax.data import bedlam_preprocess as bp
+from human3r_jax.data.schema import CAMERA_SPEC, SMPL_KEYS, SUBFOLDERS, label_spec
 
 OpenEXR = pytest.importorskip("OpenEXR")
 
@@ -203,6 +205,33 @@ def test_layout_and_contents(release):
                 np.testing.assert_allclose(got[k], v, rtol=1e-6, err_msg=k)
     with np.load(release.out / "Training" / f"{SCENE_A}_seq_000001" / "smpl" / "seq_000001_0010.npz") as smpl:
         assert smpl["smplx_body_pose"].shape == (3, 21, 3)
+
+
+def _assert_follows(arrays, spec, where):
+    """arrays has exactly the keys of spec, each of its (dtype, shape)."""
+    assert sorted(arrays) == sorted(spec), where
+    for k, (dtype, shape) in spec.items():
+        assert (arrays[k].dtype, arrays[k].shape) == (dtype, shape), (where, k)
+
+
+def test_output_follows_the_schema(release):
+    """The preprocessing writes the layout of data/schema.py (subfolders; cam and smpl files: keys, dtypes,
+    shapes), and the BEDLAM pipeline's readers take it."""
+    bp.preprocess_bedlam(release.raw, release.labels, release.out, progress=False)
+    for (split, name), frames in EXPECTED_FRAMES.items():
+        seq = release.out / split / name
+        assert sorted(p.name for p in seq.iterdir()) == sorted(SUBFOLDERS)
+        for f in frames:
+            with np.load(seq / "cam" / f"{f}.npz") as cam:
+                _assert_follows(dict(cam), CAMERA_SPEC, f"{name}/cam/{f}")
+            with np.load(seq / "smpl" / f"{f}.npz") as smpl:
+                labels = dict(smpl)
+            people = len(labels["smplx_transl"])
+            _assert_follows(labels, label_spec(people), f"{name}/smpl/{f}")
+            read = B.read_smpl(seq / "smpl", f)
+            assert {k: (v.dtype, v.shape) for k, v in read.items()} == {
+                k: (np.float32, (people, *shape)) for k, (_, shape) in SMPL_KEYS.items()}
+            B.read_camera(seq / "cam" / f"{f}.npz")
 
 
 @pytest.mark.parametrize("key", sorted(EXPECTED_POSES))

@@ -11,7 +11,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from human3r_jax.data import bedlam as B
 from human3r_jax.data import synthetic as syn
+from human3r_jax.data.schema import CAMERA_SPEC, SUBFOLDERS, batch_spec, label_spec
 from human3r_jax.models import smplx as S
 
 W, H = 96, 64
@@ -110,6 +112,39 @@ def test_files_dtypes_and_shapes(dataset):
     # both kinds of invalid depth occur: dropout zeros and far sky
     depths = np.stack([np.load(seq / "depth" / f"{name}.npy") for seq, name, _ in _frames(info)])
     assert (depths == 0).any() and (depths > 200).any()
+
+
+def _assert_follows(arrays, spec, where):
+    """arrays has exactly the keys of spec, each of its (dtype, shape)."""
+    assert sorted(arrays) == sorted(spec), where
+    for k, (dtype, shape) in spec.items():
+        assert (np.asarray(arrays[k]).dtype, np.shape(arrays[k])) == (dtype, shape), (where, k)
+
+
+def test_files_follow_the_schema(dataset):
+    """The synthetic dataset is the layout of data/schema.py: subfolders; cam and smpl files (keys, dtypes,
+    shapes)."""
+    _, info = dataset
+    for s in info["sequences"]:
+        assert sorted(p.name for p in Path(s["dir"]).iterdir()) == sorted(SUBFOLDERS)
+    for seq, name, ids in _frames(info):
+        cam, smpl, _, _ = _load(seq, name)
+        _assert_follows(cam, CAMERA_SPEC, f"{seq.name}/cam/{name}")
+        _assert_follows(smpl, label_spec(len(ids)), f"{seq.name}/smpl/{name}")
+
+
+def test_pipeline_batch_follows_the_schema(dataset):
+    """The BEDLAM pipeline (tf.data) reads the synthetic dataset into batches of schema.batch_spec."""
+    root, _ = dataset
+    index = B.BedlamIndex(root, "Training")
+    batches = B.iterate(index, batch_size=2, seed=0, resolutions=[(64, 48)], num_parallel=1)
+    batch = next(batches)
+    batches.close()
+    spec = batch_spec(2, index.num_views)
+    hw = {2: 48, 3: 64}  # the None axes of the spec: H, W
+    _assert_follows(batch, {k: (dtype, tuple(hw[i] if d is None else d for i, d in enumerate(shape)))
+                            for k, (dtype, shape) in spec.items()}, "batch")
+    assert batch["smpl_mask"].any()  # the labels reached the slots
 
 
 def test_people_counts(dataset):

@@ -14,20 +14,17 @@ and the SMPL-X labels (`labels_root`): `<scene>_6fps.npz`, else `<scene>_30fps.n
 Keys read: `imgname` [N] ("<seq>/<frame>.png"), `pose_cam` [N,165] (SMPL-X axis-angle in the camera
 frame), `shape` [N,11], `trans_cam` [N,3], `cam_ext` [N,4,4]; one row per person and frame.
 
-Output (`out_root`), one folder per sequence::
+Output (`out_root`), one folder per sequence, in the preprocessed layout of `data/schema.py`::
 
     {Training,Test}/<scene>_<seq>/rgb/<frame>.png    the render, bytes copied
                                   depth/<frame>.npy  [H,W] float32 metres
                                   mask/<frame>.png   [H,W] uint8, 255 − env mask (255 = humans)
-                                  cam/<frame>.npz    intrinsics [3,3], pose [4,4] camera-to-world,
-                                                     OpenCV axes (x right, y down, z forward), metres;
-                                                     float32
-                                  smpl/<frame>.npz   P persons (P may be 0), float32 axis-angle:
-                                                     smplx_root_pose [P,3], smplx_body_pose [P,21,3],
-                                                     smplx_jaw_pose, smplx_leye_pose, smplx_reye_pose
-                                                     [P,3], smplx_left_hand_pose, smplx_right_hand_pose
-                                                     [P,15,3], smplx_shape [P,11], smplx_transl [P,3]
-                                                     (camera frame, metres)
+                                  cam/<frame>.npz    schema.CAMERA_SPEC: intrinsics [3,3], pose [4,4]
+                                                     camera-to-world, OpenCV axes (x right, y down,
+                                                     z forward), metres; float32
+                                  smpl/<frame>.npz   schema.label_spec(P): P persons (P may be 0), float32
+                                                     [P, *shape] per key of schema.SMPL_KEYS (axis-angle
+                                                     poses, 11 betas, transl in the camera frame, metres)
 
 `<frame>` is the render's file stem (e.g. `seq_000000_0000`). This is the official
 `datasets_preprocess/preprocess_bedlam.py` layout except that the SMPL-X labels are `.npz` (no pickle)
@@ -50,6 +47,7 @@ import contextlib
 import csv
 import glob
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -64,6 +62,7 @@ from tqdm import tqdm
 
 from human3r_jax import outputs
 from human3r_jax.argtypes import positive_int
+from human3r_jax.data.schema import NUM_BETAS, POSE_KEYS, SMPL_KEYS, SUBFOLDERS
 from human3r_jax.errors import Human3rError
 
 log = logging.getLogger(__name__)
@@ -86,19 +85,10 @@ TEST_SCENES = frozenset({
     "20221019_3-8_250_highbmihand_orbit_stadium",
 })
 
-LABEL_SHAPES = {"imgname": (), "pose_cam": (165,), "shape": (11,), "trans_cam": (3,), "cam_ext": (4, 4)}
-# (key, first, last, per-person shape) of the 165-vector `pose_cam`.
-POSE_PARTS = (
-    ("smplx_root_pose", 0, 3, (3,)),
-    ("smplx_body_pose", 3, 66, (21, 3)),
-    ("smplx_jaw_pose", 66, 69, (3,)),
-    ("smplx_leye_pose", 69, 72, (3,)),
-    ("smplx_reye_pose", 72, 75, (3,)),
-    ("smplx_left_hand_pose", 75, 120, (15, 3)),
-    ("smplx_right_hand_pose", 120, 165, (15, 3)),
-)
+# `pose_cam` holds the SMPL-X poses of schema.POSE_KEYS concatenated in that (joint) order: 55 × 3 values.
+POSE_SIZE = sum(math.prod(SMPL_KEYS[k][1]) for k in POSE_KEYS)
+LABEL_SHAPES = {"imgname": (), "pose_cam": (POSE_SIZE,), "shape": (NUM_BETAS,), "trans_cam": (3,), "cam_ext": (4, 4)}
 CAMERA_COLUMNS = ("x", "y", "z", "yaw", "pitch", "roll", "focal_length")
-OUTPUT_DIRS = ("rgb", "depth", "mask", "cam", "smpl")
 
 
 class BedlamError(Human3rError):
@@ -304,9 +294,14 @@ class Sequence:
 
 
 def _persons(labels: dict[str, np.ndarray], rows: list[int]) -> dict[str, np.ndarray]:
-    """The smpl/<frame>.npz arrays of the label rows of one frame (P = len(rows))."""
+    """The smpl/<frame>.npz arrays (schema.label_spec(P)) of the label rows of one frame (P = len(rows))."""
     pose = labels["pose_cam"][rows].astype(np.float32)
-    out = {k: pose[:, a:b].reshape(len(rows), *shape) for k, a, b, shape in POSE_PARTS}
+    out, start = {}, 0
+    for key in POSE_KEYS:  # consecutive slices of pose_cam
+        file_key, shape = SMPL_KEYS[key]
+        size = math.prod(shape)
+        out[file_key] = pose[:, start:start + size].reshape(len(rows), *shape)
+        start += size
     out["smplx_shape"] = labels["shape"][rows].astype(np.float32)
     # The camera-frame translation the official dataset uses: trans_cam plus cam_ext's translation.
     out["smplx_transl"] = (labels["trans_cam"][rows] + labels["cam_ext"][rows][:, :3, 3]).astype(np.float32)
@@ -416,7 +411,7 @@ def write_sequence(sequence: Sequence, out_root: Path) -> tuple[int, int]:
     outputs.mark(tmp, "bedlam-sequence")  # so that a later run may remove it if this one is killed
     missing_masks = 0
     try:
-        for sub in OUTPUT_DIRS:
+        for sub in SUBFOLDERS:
             (tmp / sub).mkdir()
         for f in sequence.frames:
             rgb = sequence.scene_dir / "png" / sequence.seq / f"{f.name}.png"

@@ -1,17 +1,14 @@
 """A tiny synthetic dataset in the preprocessed BEDLAM layout (spec §7.1), for tests.
 
-Layout written under `root` (as `preprocess_bedlam.py` writes it, except that the SMPL-X labels are
-.npz files of stacked arrays instead of pickled lists of dicts):
+Layout written under `root`: the preprocessed layout of `data/schema.py`, as `bedlam_preprocess` writes it
+(the SMPL-X labels are .npz files of stacked arrays, not the official pickled lists of dicts):
 
     <root>/{Training,Test}/<scene>_<seq>/
         rgb/<frame>.png     uint8 RGB [H, W, 3]
         depth/<frame>.npy   float32 [H, W], z-depth in metres; 0 or > 200 m = invalid
         mask/<frame>.png    uint8 [H, W], 255 where a human is, else 0
-        cam/<frame>.npz     intrinsics float32 [3, 3]; pose float32 [4, 4] camera-to-world
-        smpl/<frame>.npz    P people (P may be 0), float32: smplx_root_pose [P, 3],
-                            smplx_body_pose [P, 21, 3], smplx_jaw_pose, smplx_leye_pose,
-                            smplx_reye_pose [P, 3], smplx_left_hand_pose, smplx_right_hand_pose
-                            [P, 15, 3], smplx_shape [P, 11], smplx_transl [P, 3]
+        cam/<frame>.npz     schema.CAMERA_SPEC: intrinsics float32 [3, 3]; pose float32 [4, 4] camera-to-world
+        smpl/<frame>.npz    schema.label_spec(P): P people (P may be 0), float32 [P, *shape] per key
 
 Frames are named 000000, 000001, ...; every folder of a sequence holds the same names.
 
@@ -56,6 +53,7 @@ import jax
 import numpy as np
 import PIL.Image
 
+from human3r_jax.data.schema import NUM_BETAS, POSE_KEYS, SMPL_KEYS, SUBFOLDERS
 from human3r_jax.models import smplx as S
 
 FLOOR_Y = 1.5  # the floor plane y = FLOOR_Y (1.5 m below the world origin)
@@ -64,13 +62,13 @@ WALL_TOP = -2.5  # ... up to y = WALL_TOP (4 m above the floor); sky above
 SKY_DEPTH = 1000.0  # stored for sky pixels: a renderer's far value, invalid by the > 200 m rule
 DROPOUT = 0.003  # fraction of pixels whose depth is set to 0 (invalid)
 FOCAL_FRACTION = 0.8  # f = 0.8·W
-NUM_BETAS = 11
 SPLIT_NAMES = ("Training", "Test")
 SPLAT_RADIUS = 1  # vertices are splatted as (2r+1)² pixel squares
 
 _PALETTE = np.array([(220, 60, 60), (60, 180, 75), (70, 110, 230), (240, 180, 40), (170, 80, 200)],
                     np.uint8)
 _forward = jax.jit(S.smplx_forward)  # one compile: every call has batch 1
+_POSE_FILE_KEYS = tuple(SMPL_KEYS[k][0] for k in POSE_KEYS)  # SMPL-X joint order, root first
 
 
 def _rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
@@ -89,7 +87,10 @@ def _matrix_to_rotvec(r: np.ndarray) -> np.ndarray:
     unit quaternion taken from its largest component (Shepperd), so it is stable at every angle."""
     r = np.asarray(r, np.float64)
     trace = np.trace(r, axis1=-2, axis2=-1)
-    d = lambda i, j: r[..., i, j]  # noqa: E731
+
+    def d(i, j):
+        return r[..., i, j]
+
     q = np.stack([  # [..., 4 candidates, (w, x, y, z)], each ∝ the quaternion
         np.stack([1 + trace, d(2, 1) - d(1, 2), d(0, 2) - d(2, 0), d(1, 0) - d(0, 1)], -1),
         np.stack([d(2, 1) - d(1, 2), 1 + 2 * d(0, 0) - trace, d(0, 1) + d(1, 0), d(0, 2) + d(2, 0)], -1),
@@ -195,6 +196,7 @@ def _people(rng: np.random.Generator, model: S.SmplxModel, n: int, mid_c2w: np.n
     """n world-static people standing on the floor, in depth bins of [2.5, 6.5] m in front of the
     middle camera. Each: float32 pose arrays as stored, `root_world` [3, 3], `transl_world` [3],
     `pelvis` J0 [3] and world `vertices` [10475, 3] (float64)."""
+    shape = dict(SMPL_KEYS.values())  # file key → shape of one person
     edges = np.linspace(2.5, 6.5, n + 1)
     people = []
     for i in range(n):
@@ -205,18 +207,16 @@ def _people(rng: np.random.Generator, model: S.SmplxModel, n: int, mid_c2w: np.n
         # SMPL-X is y-up facing +z; turning it by π about x stands it up in the y-down world,
         # facing -z (towards the cameras), then a random turn about the vertical
         root_world = _axis_rotation(1, rng.uniform(-1, 1)) @ _axis_rotation(0, np.pi)
-        p = {"smplx_body_pose": rng.normal(0, 0.12, (21, 3)),
-             "smplx_jaw_pose": rng.normal(0, 0.05, 3),
-             "smplx_leye_pose": np.zeros(3),
-             "smplx_reye_pose": np.zeros(3),
-             "smplx_left_hand_pose": rng.normal(0, 0.1, (15, 3)),
-             "smplx_right_hand_pose": rng.normal(0, 0.1, (15, 3)),
-             "smplx_shape": rng.uniform(-1, 1, NUM_BETAS)}
+        p = {"smplx_body_pose": rng.normal(0, 0.12, shape["smplx_body_pose"]),
+             "smplx_jaw_pose": rng.normal(0, 0.05, shape["smplx_jaw_pose"]),
+             "smplx_leye_pose": np.zeros(shape["smplx_leye_pose"]),
+             "smplx_reye_pose": np.zeros(shape["smplx_reye_pose"]),
+             "smplx_left_hand_pose": rng.normal(0, 0.1, shape["smplx_left_hand_pose"]),
+             "smplx_right_hand_pose": rng.normal(0, 0.1, shape["smplx_right_hand_pose"]),
+             "smplx_shape": rng.uniform(-1, 1, shape["smplx_shape"])}
         p = {k: v.astype(np.float32) for k, v in p.items()}
         # rotations from the stored float32 values, so that the labels reproduce the render
-        local = _rotvec_to_matrix(np.concatenate([
-            p["smplx_body_pose"], p["smplx_jaw_pose"][None], p["smplx_leye_pose"][None],
-            p["smplx_reye_pose"][None], p["smplx_left_hand_pose"], p["smplx_right_hand_pose"]]))
+        local = _rotvec_to_matrix(np.concatenate([p[key].reshape(-1, 3) for key in _POSE_FILE_KEYS[1:]]))
         rotmats = np.concatenate([root_world[None], local])[None].astype(np.float32)  # [1, 55, 3, 3]
         out = _forward(model, p["smplx_shape"][None], np.zeros((1, model.num_expression), np.float32),
                        rotmats)
@@ -234,10 +234,9 @@ def _labels(people: list[dict], w2c: np.ndarray) -> dict[str, np.ndarray]:
     R, t = w2c[:3, :3], w2c[:3, 3]
     root = np.stack([R @ p["root_world"] for p in people]) if people else np.zeros((0, 3, 3))
     labels = {"smplx_root_pose": _matrix_to_rotvec(root).reshape(-1, 3)}
-    for key, shape in (("smplx_body_pose", (21, 3)), ("smplx_jaw_pose", (3,)), ("smplx_leye_pose", (3,)),
-                       ("smplx_reye_pose", (3,)), ("smplx_left_hand_pose", (15, 3)),
-                       ("smplx_right_hand_pose", (15, 3)), ("smplx_shape", (NUM_BETAS,))):
-        labels[key] = np.stack([p[key] for p in people]) if people else np.zeros((0,) + shape)
+    for key, shape in SMPL_KEYS.values():  # the body's own parameters, as drawn by _people
+        if key not in ("smplx_root_pose", "smplx_transl"):
+            labels[key] = np.stack([p[key] for p in people]) if people else np.zeros((0,) + shape)
     labels["smplx_transl"] = np.array([R @ (p["pelvis"] + p["transl_world"]) + t - p["pelvis"]
                                        for p in people]).reshape(-1, 3)
     return {k: v.astype(np.float32) for k, v in labels.items()}
@@ -249,7 +248,7 @@ def _write_sequence(seq_dir: Path, rng: np.random.Generator, model: S.SmplxModel
     K = intrinsics(width, height)
     poses = _camera_path(rng, frames)
     people = _people(rng, model, n_people, poses[frames // 2], K, width)
-    for sub in ("rgb", "depth", "mask", "cam", "smpl"):
+    for sub in SUBFOLDERS:
         (seq_dir / sub).mkdir(parents=True, exist_ok=True)
     visible_ids = []
     for t in range(frames):
