@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from human3r_jax.data.images import unpad_image
 from human3r_jax.geometry import pose_to_c2w, rotmat_to_rotvec, transform_points
 from human3r_jax.models.cut3r import Carry, Frame, StepOptions
+from human3r_jax.models.letterbox import unpad_image
 from human3r_jax.models.smplx import bodies_in_camera, to_world
 
 

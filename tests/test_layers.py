@@ -7,9 +7,9 @@ import pytest
 from flax import nnx
 
 from human3r_jax.converters.rules import transform
-from human3r_jax.data.images import resize_bilinear
 from human3r_jax.models.heads import ConvTranspose, _conv, pixel_shuffle, upsample2x
 from human3r_jax.models.layers import CrossAttention, DecoderBlock
+from human3r_jax.models.letterbox import resize_bilinear
 from human3r_jax.models.rope import apply_rope
 
 torch = pytest.importorskip("torch")

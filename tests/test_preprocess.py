@@ -10,10 +10,10 @@ import json
 import numpy as np
 import PIL.Image
 import pytest
+from conftest import shared_path
 
 from human3r_jax.data import images as I
-
-from conftest import shared_path
+from human3r_jax.models import letterbox as L
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_pad_image(fixture):
         for size, res in pads:
             src = d[f"{name}__img_{size}"].transpose(0, 2, 3, 1)
             ref = d[f"{name}__img_mhmr_{size}_{res}"].transpose(0, 2, 3, 1)
-            np.testing.assert_allclose(np.asarray(I.pad_image(src, res)), ref, rtol=0, atol=2e-6)
+            np.testing.assert_allclose(np.asarray(L.pad_image(src, res)), ref, rtol=0, atol=2e-6)
             n += 1
     assert n >= 5
 
@@ -57,12 +57,12 @@ def test_unpad_uv_and_image(fixture):
     _, cfg, d = fixture
     for _, name in _entries(cfg):
         h, w = (int(v) for v in d[f"{name}__true_shape_512"][0])
-        uv = np.asarray(I.unpad_uv(d[f"{name}__unpad_uv_in_896"], 896, h, w))
+        uv = np.asarray(L.unpad_uv(d[f"{name}__unpad_uv_in_896"], 896, h, w))
         np.testing.assert_allclose(uv, d[f"{name}__unpad_uv_512_896"], rtol=0, atol=1e-4)
-        m = np.asarray(I.unpad_image(d[f"{name}__unpad_image_in"].transpose(0, 2, 3, 1), h, w))
+        m = np.asarray(L.unpad_image(d[f"{name}__unpad_image_in"].transpose(0, 2, 3, 1), h, w))
         np.testing.assert_array_equal(m, d[f"{name}__unpad_image_512"].transpose(0, 2, 3, 1))
     for res in (896, 672, 112):
-        np.testing.assert_allclose(I.prior_intrinsics(res), d[f"K_mhmr_{res}"][0], rtol=1e-7)
+        np.testing.assert_allclose(L.prior_intrinsics(res), d[f"K_mhmr_{res}"][0], rtol=1e-7)
 
 
 @pytest.mark.parametrize("wh,size,expected", [((1920, 1080), 512, (512, 288)), ((640, 480), 512, (512, 384)),

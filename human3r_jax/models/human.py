@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from human3r_jax.data.images import unpad_uv
 from human3r_jax.models.heads import depth_exp, pixel_shuffle
 from human3r_jax.models.layers import Mlp
+from human3r_jax.models.letterbox import unpad_uv
 
 N_ROT = 53  # 0 global orientation, 1–21 body, 22–36 left hand, 37–51 right hand, 52 jaw
 EPS_SCORE = 1e-6

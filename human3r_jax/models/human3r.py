@@ -16,10 +16,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from human3r_jax.config import Human3rConfig
-from human3r_jax.data.images import pad_image
 from human3r_jax.models.cut3r import Carry, Cut3r, Frame, StepOptions
 from human3r_jax.models.dinov2 import Dinov2, imagenet_normalize
 from human3r_jax.models.human import HumanHead
+from human3r_jax.models.letterbox import pad_image
 from human3r_jax.models.tracking import init_tracks, track
 
 

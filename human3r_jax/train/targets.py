@@ -20,9 +20,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from human3r_jax.data.images import pad_image
 from human3r_jax.data.schema import POSE_KEYS
 from human3r_jax.geometry import inverse_rigid, matrix_to_quat, project, rotvec_to_rotmat
+from human3r_jax.models.letterbox import pad_image
 from human3r_jax.models.smplx import HEAD, SmplxModel, smplx_forward
 
 
