@@ -9,11 +9,14 @@ OUT_DIR/
   meta.json                settings, model, timing, and whether the run completed
 
 Every file is written under a temporary name and renamed, so a file that exists is complete;
-`meta.json:complete` says whether all frames were processed.
+`meta.json:complete` says whether all frames were processed. The per-person fields (track id, score,
+SMPL-X parameters) are defined once, with their shapes and dtypes, in PERSON_FIELDS; both schemas and
+`human3r_jax.reconstruct` take them from there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -24,6 +27,38 @@ from human3r_jax.geometry import matrix_to_quat
 
 SCHEMA_VERSION = 1
 
+
+@dataclasses.dataclass(frozen=True)
+class PersonField:
+    """One per-person output of Human3R: the step gives it per slot ([B, S, *shape]), a per-frame file keeps
+    the valid people's ([n, *shape], in the step's dtype: int32 ids) and reconstruction.npz every slot's
+    ([F, S, *shape] `dtype`, `empty` in empty slots)."""
+
+    dtype: type
+    shape: tuple[int, ...]  # one person's
+    about: str              # its description in FRAME_KEYS
+    summary: str = ""       # what SUMMARY_KEYS adds to the shape, if anything
+    empty: int = 0
+
+
+# The per-person fields, in file order (smpl_valid, the slot mask, and n_detected, a frame's count, are not).
+PERSON_FIELDS = {
+    "smpl_id": PersonField(np.int64, (), "track id of each person", "(−1 empty)", empty=-1),
+    "smpl_score": PersonField(np.float32, (), "detection score"),
+    "smpl_rotmat": PersonField(np.float32, (53, 3, 3), "rotations: 0 global (camera frame), 1–21 body, "
+                               "22–36 left hand, 37–51 right hand, 52 jaw"),
+    "smpl_shape": PersonField(np.float32, (10,), "SMPL-X betas"),
+    "smpl_expression": PersonField(np.float32, (10,), "SMPL-X expression"),
+    "smpl_transl": PersonField(np.float32, (3,), "head joint (SMPL-X joint 15) in the camera frame",
+                               "head joint, camera frame"),
+}
+
+
+def _dims(lead: tuple[str, ...], shape: tuple[int, ...]) -> str:
+    """("F", "S"), (53, 3, 3) → "[F, S, 53, 3, 3]"."""
+    return "[" + ", ".join([*lead, *map(str, shape)]) + "]"
+
+
 # Per-frame file. H, W: model resolution; S: human slots; only valid humans are stored (n of them).
 FRAME_KEYS = {
     "c2w": "[4, 4] camera-to-world (OpenCV axes: x right, y down, z forward), segments chained",
@@ -32,12 +67,7 @@ FRAME_KEYS = {
     "conf": "[H, W] confidence of the points (1 + exp(x) ≥ 1)",
     "pts3d_world": "[H, W, 3] points in the world frame",
     "image": "[H, W, 3] uint8 the model's input image (the points' colours)",
-    "smpl_id": "[n] track id of each person",
-    "smpl_score": "[n] detection score",
-    "smpl_rotmat": "[n, 53, 3, 3] rotations: 0 global (camera frame), 1–21 body, 22–36 left hand, 37–51 right hand, 52 jaw",
-    "smpl_shape": "[n, 10] SMPL-X betas",
-    "smpl_expression": "[n, 10] SMPL-X expression",
-    "smpl_transl": "[n, 3] head joint (SMPL-X joint 15) in the camera frame",
+    **{k: f"{_dims(('n',), f.shape)} {f.about}" for k, f in PERSON_FIELDS.items()},
     "smpl_verts_world": "[n, 10475, 3] SMPL-X vertices in the world frame (only with --smplx)",
     "n_detected": "[] detections before the slot limit (n < n_detected: the lowest scores were dropped)",
 }
@@ -46,9 +76,9 @@ SUMMARY_KEYS = {
     "frame_name": "[F] file name, or frame_NNNNNN for videos",
     "time": "[F] seconds (videos) or frame number (images)",
     "c2w": "[F, 4, 4]", "intrinsics": "[F, 3, 3]", "image_size": "[2] model resolution (H, W)",
-    "smpl_valid": "[F, S] slot holds a person", "smpl_id": "[F, S] (−1 empty)", "smpl_score": "[F, S]",
-    "smpl_rotmat": "[F, S, 53, 3, 3]", "smpl_shape": "[F, S, 10]", "smpl_expression": "[F, S, 10]",
-    "smpl_transl": "[F, S, 3] head joint, camera frame", "smpl_transl_world": "[F, S, 3] head joint, world frame",
+    "smpl_valid": "[F, S] slot holds a person",
+    **{k: " ".join(filter(None, (_dims(("F", "S"), f.shape), f.summary))) for k, f in PERSON_FIELDS.items()},
+    "smpl_transl_world": "[F, S, 3] head joint, world frame",
     "n_detected": "[F] detections before the slot limit (> S: the lowest scores were dropped)",
 }
 

@@ -1,8 +1,10 @@
 """Running a model over frames: the jitted step, the jitted scan over a sequence, the official
-`reset_interval` view duplication, and the demo's post-processing (pose chaining, focal, world points).
+`reset_interval` view duplication, and the demo's post-processing (pose chaining, focal, world points,
+the people's SMPL-X bodies in the camera and world frames).
 
     step(graphdef, params, carry, frame, opts)   -> (carry, outputs)        one frame, jitted
     run_sequence(graphdef, params, carry, frames, opts) -> (carry, outputs) `lax.scan` over views
+    slot_bodies(smplx, slots, c2w)               -> (camera, world) bodies  every slot of F frames
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ from flax import nnx
 from human3r_jax.geometry import pose_to_c2w, rotmat_to_rotvec, transform_points
 from human3r_jax.models.cut3r import Carry, Frame, StepOptions
 from human3r_jax.models.letterbox import unpad_image
-from human3r_jax.models.smplx import bodies_in_camera, to_world
+from human3r_jax.models.smplx import SmplxOutput, bodies_in_camera, to_world
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def step(graphdef, params, carry: Carry, frame: Frame, opts: StepOptions = StepOptions()):
+def step(graphdef, params, carry: Carry, frame: Frame, opts: StepOptions = StepOptions()):  # noqa: B008
     """One online step (compiled once per graphdef, options and input shape)."""
     return nnx.merge(graphdef, params).step(carry, frame, opts)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def run_sequence(graphdef, params, carry: Carry, frames: Frame, opts: StepOptions = StepOptions()):
+def run_sequence(graphdef, params, carry: Carry, frames: Frame, opts: StepOptions = StepOptions()):  # noqa: B008
     """`lax.scan` of `step` over views: frames.img [T, B, H, W, 3], flags [T, B]; outputs stacked on T."""
     model = nnx.merge(graphdef, params)
     return jax.lax.scan(lambda c, f: model.step(c, f, opts), carry, frames)
@@ -131,6 +133,24 @@ def postprocess(camera_pose, pts3d_self, reset, chain: bool = True):
     }
 
 
+# The per-slot outputs that make a body, in the order of `bodies_in_camera`'s arguments.
+BODY_KEYS = ("smpl_shape", "smpl_expression", "smpl_rotmat", "smpl_transl")
+
+
+def slot_bodies(smplx, slots: dict, c2w) -> tuple[SmplxOutput, SmplxOutput]:
+    """The SMPL-X bodies of every slot of F frames, in each frame's camera and in the world (jit-able).
+
+    slots: the BODY_KEYS outputs smpl_shape [F, S, 10], smpl_expression [F, S, 10], smpl_rotmat [F, S, 53, 3, 3]
+    and smpl_transl [F, S, 3] (empty slots too: mask them yourself); c2w [F, 4, 4] the frames' cameras.
+    Returns (camera, world) SmplxOutput with vertices [F, S, 10475, 3] and joints [F, S, 127, 3].
+    """
+    f, s = np.shape(slots["smpl_transl"])[:2]
+    flat = [jnp.asarray(slots[k]).reshape((f * s,) + np.shape(slots[k])[2:]) for k in BODY_KEYS]
+    cam = bodies_in_camera(smplx, *flat)
+    world = to_world(cam, jnp.repeat(jnp.asarray(c2w, jnp.float32), s, axis=0))
+    return tuple(SmplxOutput(*(x.reshape(f, s, -1, 3) for x in body)) for body in (cam, world))
+
+
 def postprocess_humans(out: dict, view_index: np.ndarray, c2w: np.ndarray, hw: tuple[int, int], smplx=None) -> dict:
     """Per-frame human results of the kept views (`view_index`, world poses `c2w` [F, 4, 4]).
 
@@ -143,19 +163,16 @@ def postprocess_humans(out: dict, view_index: np.ndarray, c2w: np.ndarray, hw: t
     res = {
         "n_humans": valid.sum(1),
         "smpl_id": np.where(valid, np.asarray(out["smpl_id"])[view_index], -1),
-        "smpl_rotvec": np.where(valid[..., None, None], np.asarray(rotmat_to_rotvec(jnp.asarray(out["smpl_rotmat"])[view_index])), 0),
+        "smpl_rotvec": np.where(valid[..., None, None],
+                                np.asarray(rotmat_to_rotvec(jnp.asarray(out["smpl_rotmat"])[view_index])), 0),
     }
     if "msk" in out:
         res["msk"] = np.asarray(unpad_image(jnp.asarray(out["msk"])[view_index], *hw))[..., 0]
     if smplx is not None:
-        f, s = valid.shape
-        flat = lambda k: jnp.asarray(out[k])[view_index].reshape((f * s,) + np.shape(out[k])[2:])
-        cam = bodies_in_camera(smplx, flat("smpl_shape"), flat("smpl_expression"), flat("smpl_rotmat"),
-                               flat("smpl_transl"))
-        world = to_world(cam, jnp.repeat(jnp.asarray(c2w, jnp.float32), s, axis=0))
+        slots = {k: jnp.asarray(out[k])[view_index] for k in BODY_KEYS}
         m = valid[..., None, None]
-        for name, body in (("cam", cam), ("world", world)):
-            res[f"smpl_verts_{name}"] = np.where(m, np.asarray(body.vertices).reshape(f, s, -1, 3), 0)
-            res[f"smpl_joints_{name}"] = np.where(m, np.asarray(body.joints).reshape(f, s, -1, 3), 0)
+        for name, body in zip(("cam", "world"), slot_bodies(smplx, slots, c2w)):
+            res[f"smpl_verts_{name}"] = np.where(m, np.asarray(body.vertices), 0)
+            res[f"smpl_joints_{name}"] = np.where(m, np.asarray(body.joints), 0)
         res["smplx_faces"] = np.asarray(smplx.faces)
     return res

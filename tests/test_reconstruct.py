@@ -79,6 +79,28 @@ def test_sample_clip_end_to_end(tmp_path, tiny, smplx):
     assert sum(k.startswith("person_") for k in scene.geometry) == int(summary["smpl_valid"][meta["glb_bodies_frame"]].sum())
 
 
+def test_person_fields_follow_the_schema_and_both_body_paths_agree(tmp_path, smplx):
+    """Frame files and reconstruction.npz hold export.PERSON_FIELDS with their shapes, dtypes and empty-slot
+    fill; the streaming bodies (smpl_verts_world) equal runtime.postprocess_humans' on the same slots."""
+    model = load_model(random_weights="human3r_tiny", max_humans=12)  # more slots than people: some empty
+    out = reconstruct([SAMPLE], tmp_path / "o", model, Settings(max_frames=2, size=224), smplx, progress=False)[0]
+    summary = dict(np.load(out / "reconstruction.npz"))
+    f, s = summary["smpl_valid"].shape
+    assert (f, s) == (2, 12) and summary["smpl_valid"].any() and not summary["smpl_valid"].all()
+    post = runtime.postprocess_humans(summary, np.arange(f), summary["c2w"], (224, 224), smplx)
+    for i in range(f):
+        valid = summary["smpl_valid"][i]
+        with np.load(out / "frames" / f"{i:06d}.npz") as z:
+            n = int(valid.sum())
+            for k, field in export.PERSON_FIELDS.items():
+                assert summary[k].dtype == field.dtype and summary[k].shape == (f, s, *field.shape), k
+                assert z[k].shape == (n, *field.shape), k
+                np.testing.assert_array_equal(summary[k][i, :n], z[k])
+                assert (summary[k][i, n:] == field.empty).all(), k
+            np.testing.assert_allclose(z["smpl_verts_world"], post["smpl_verts_world"][i][valid], rtol=1e-5,
+                                       atol=1e-5)
+
+
 def test_streaming_equals_the_scan_and_the_demo_post_processing(tmp_path, tiny):
     """reconstruct's frame-by-frame loop (reset duplicates, pose chaining, focal) ≡ the parity-tested path."""
     settings = Settings(max_frames=7, reset_interval=3)

@@ -1,0 +1,103 @@
+"""A reconstruction job: `prepare` checks the inputs and output folders and plans the batches (nothing
+written), `run_job` runs each batch with its writers and swaps `--overwrite` outputs in at the end, and
+`reconstruct` is the two in one."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from human3r_jax import outputs
+from human3r_jax.data.video import FrameSource, InputError
+from human3r_jax.reconstruct.loop import run
+from human3r_jax.reconstruct.reader import first_frame_size
+from human3r_jax.reconstruct.settings import LoadedModel, Settings, check_settings
+from human3r_jax.reconstruct.writer import SequenceWriter
+
+_DEFAULT_SETTINGS = Settings()  # the default of every `settings` below (frozen)
+
+
+@dataclasses.dataclass
+class Job:
+    """What a run will read and write, checked before any model is loaded."""
+
+    sources: list[FrameSource]
+    outs: list[Path]                         # the final output folder of each source
+    targets: dict[Path, Path]                # final folder → where the run writes (itself, or <out>.partial)
+    groups: dict[tuple[int, int], list[int]]  # model resolution (W, H) → sources run together
+
+
+def prepare(inputs: Sequence[str | Path], out_dir: str | Path, settings: Settings = _DEFAULT_SETTINGS,
+            overwrite: bool = False, protect: Sequence[str | Path] = ()) -> Job:
+    """Check the inputs (each source's first frame is decoded and preprocessed) and the output
+    folders, and plan the batches; nothing is written.
+
+    An output folder must be absent or empty; with `overwrite` it may also be an earlier
+    reconstruction (see `human3r_jax.outputs`), which is then kept until the new one is complete:
+    the run writes into `<out>.partial` beside it and swaps it in at the end, and an interrupted or
+    failed run leaves the earlier output untouched and its own frames in `<out>.partial`. No output
+    folder may be or hold an input, nor one of `protect` (the checkpoint, the SMPL-X model).
+    """
+    out_dir = Path(out_dir)
+    check_settings(settings)
+    sources = [FrameSource(p, settings.subsample, settings.max_frames) for p in inputs]
+    outs = [out_dir] if len(sources) == 1 else [out_dir / Path(s.path).stem for s in sources]
+    if len(set(outs)) != len(outs):
+        raise InputError("several inputs have the same name; give inputs with distinct names")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise outputs.OutputError(f"{out_dir}: exists and is not a folder; choose another --out")
+    guarded = [s.path for s in sources] + list(protect)
+    targets = {}
+    for o in outs:
+        targets[o] = o
+        if outputs.check_output(o, "reconstruction", overwrite, guarded):
+            targets[o] = o.with_name(o.name + ".partial")
+            outputs.check_output(targets[o], "reconstruction", True, guarded)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j, s in enumerate(sources):
+        groups.setdefault(first_frame_size(s, settings.size), []).append(j)
+    return Job(sources, outs, targets, groups)
+
+
+def run_job(job: Job, model: LoadedModel, settings: Settings = _DEFAULT_SETTINGS, smplx=None, on_frame=None,
+            progress: bool = True) -> list[Path]:
+    """Run a prepared job: each group of sources as one batch, each output written as it goes."""
+    for o, target in job.targets.items():
+        if target != o and target.exists():
+            outputs.remove_own(target, "reconstruction")  # left by an earlier interrupted --overwrite run
+    for members in job.groups.values():
+        outs = [job.outs[j] for j in members]
+        writers = [SequenceWriter(job.targets[o], model, settings, job.sources[j], smplx)
+                   for j, o in zip(members, outs)]
+        complete, error, timing = False, None, {}
+        try:
+            timing = run(model, [job.sources[j] for j in members], writers, settings, smplx, on_frame, progress)
+            complete = True
+        except KeyboardInterrupt:
+            error = "interrupted"
+            raise
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            for w in writers:
+                w.close(complete, error, timing)
+            for o in outs:
+                if job.targets[o] == o:
+                    continue
+                if complete:
+                    outputs.replace_dir(job.targets[o], o)
+                else:
+                    print(f"{o}: the earlier output is kept as it was; this run's frames are in {job.targets[o]}",
+                          file=sys.stderr)
+    return job.outs
+
+
+def reconstruct(inputs: Sequence[str | Path], out_dir: str | Path, model: LoadedModel,
+                settings: Settings = _DEFAULT_SETTINGS, smplx=None, overwrite: bool = False, on_frame=None,
+                progress: bool = True, protect: Sequence[str | Path] = ()) -> list[Path]:
+    """Reconstruct each input into out_dir (or out_dir/<input name> for several inputs); see `prepare`."""
+    job = prepare(inputs, out_dir, settings, overwrite, protect)
+    return run_job(job, model, settings, smplx, on_frame, progress)

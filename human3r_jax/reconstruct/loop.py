@@ -1,0 +1,160 @@
+"""The streaming run: sequences of one model resolution step together (batch axis = sequence, split over
+the local devices), each frame's camera, depth, world points and people fetched and handed to its writer.
+
+    run(model, sources, writers, settings, smplx)   the loop; returns timing
+    _frame_geometry(pose, pts_self, base)           chained c2w, focal and world points (jitted)
+    _bodies_world(smplx, out, c2w)                  world-frame SMPL-X vertices of every slot (jitted)
+    _mesh_and_sharding(batch)                       the batch's sharding over the local devices
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from human3r_jax import export, runtime
+from human3r_jax.data.video import FrameSource
+from human3r_jax.geometry import pose_to_c2w
+from human3r_jax.models import state_update as su
+from human3r_jax.models.cut3r import Frame, StepOptions
+from human3r_jax.reconstruct.reader import _Reader
+from human3r_jax.reconstruct.settings import LoadedModel, Settings
+from human3r_jax.reconstruct.writer import SequenceWriter
+
+
+@jax.jit
+def _frame_geometry(pose, pts_self, base):
+    """Chained c2w, focal and world points of one batch of frames (base: [B, 4, 4] segment bases)."""
+    raw = pose_to_c2w(pose)
+    c2w = base @ raw
+    focal = runtime.estimate_focal(pts_self)
+    world = jnp.einsum("bij,bhwj->bhwi", c2w[:, :3, :3], pts_self) + c2w[:, None, None, :3, 3]
+    return raw, c2w, focal, world
+
+
+@jax.jit
+def _bodies_world(smplx, out, c2w):
+    """World-frame SMPL-X vertices of every slot [B, S, V, 3] (out: the step's outputs, c2w [B, 4, 4])."""
+    return runtime.slot_bodies(smplx, out, c2w)[1].vertices
+
+
+# A Human3R frame's people as its writer gets them: the slot mask, the per-person fields of every slot, the count.
+_HUMAN_KEYS = ("smpl_valid", *export.PERSON_FIELDS, "n_detected")
+# What a frame's files need from the step's outputs (the rest stays on the device).
+_FETCHED = ("pts3d_in_self_view", "conf_self", *_HUMAN_KEYS)
+
+
+def _mesh_and_sharding(batch: int):
+    """Split the batch over the local devices when it divides evenly (else one device)."""
+    devices = jax.devices()
+    n = max(d for d in range(1, len(devices) + 1) if batch % d == 0)
+    if n == 1:
+        return None
+    mesh = jax.sharding.Mesh(np.asarray(devices[:n]), ("batch",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+
+
+def run(model: LoadedModel, sources: Sequence[FrameSource], writers: Sequence[SequenceWriter], settings: Settings,
+        smplx=None, on_frame: Callable[[int, dict], None] | None = None, progress: bool = True,
+        prep: Callable | None = None) -> dict:
+    """Run sequences of one model resolution together (batch axis = sequence). Returns timing.
+
+    Each writer's `add(raw, img, res)` gets its sequence's frames (see `SequenceWriter.add`), as does
+    `on_frame(j, res)`. `prep(raw_frame) -> [H, W, 3]` replaces the demo's `preprocess` (the evaluation's
+    own frame loader)."""
+    b = len(sources)
+    rule = settings.state_update
+    if rule is None:  # the user-level --ttt3r picks a built-in rule
+        rule = su.ttt3r if settings.ttt3r else su.cut3r
+    opts = StepOptions(rgb=False, cross=False, state_update=rule)
+    sharding = _mesh_and_sharding(b)
+    params = model.params
+    carry = runtime.init_carry(model.graphdef, params, b)
+    if sharding is not None:
+        replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+        params = jax.device_put(params, replicated)
+        carry = jax.device_put(carry, sharding)
+    put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
+    readers = [_Reader(s, settings.size, prep=prep) for s in sources]
+    iters = [iter(r) for r in readers]
+    last = [None] * b
+    live = [True] * b
+    base = np.tile(np.eye(4, dtype=np.float32), (b, 1, 1))
+    total = max(len(s) for s in sources)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="frame", desc="reconstruct", dynamic_ncols=True)
+    forward, t_start, t_first, i = [], time.perf_counter(), None, 0
+    try:
+        while True:
+            items = []
+            for j in range(b):
+                item = next(iters[j], None) if live[j] else None
+                if item is None:
+                    live[j] = False
+                    item = last[j]
+                items.append(item)
+                last[j] = item
+            if not any(live):
+                break
+            imgs = np.stack([it[1] for it in items])
+            update = np.asarray(live)
+            reset = np.full(b, bool(settings.reset_interval) and (i + 1) % settings.reset_interval == 0)
+            frame = Frame(put(imgs), put(update), put(reset))
+            t0 = time.perf_counter()
+            carry, out = runtime.step(model.graphdef, params, carry, frame, opts)
+            raw_c2w, c2w, focal, world = _frame_geometry(out["camera_pose"], out["pts3d_in_self_view"],
+                                                         jnp.asarray(base))
+            verts = _bodies_world(smplx, out, c2w) if (smplx is not None and model.humans) else None
+            if reset[0]:  # the official duplicate: same frame, fresh state, outputs dropped
+                duplicate = Frame(frame.img, frame.update, put(~reset))
+                carry, _ = runtime.step(model.graphdef, params, carry, duplicate, opts)
+            res = jax.device_get({**{k: out[k] for k in _FETCHED if k in out}, "c2w": c2w, "raw_c2w": raw_c2w,
+                                  "focal": focal, "world": world, **({"verts": verts} if verts is not None else {})})
+            forward.append(time.perf_counter() - t0)
+            if reset[0]:
+                base = np.einsum("bij,bjk->bik", base, res["raw_c2w"]).astype(np.float32)
+            h, w = imgs.shape[1:3]
+            for j in range(b):
+                if not live[j]:
+                    continue
+                r = {"c2w": res["c2w"][j], "intrinsics": runtime.intrinsics(res["focal"][j:j + 1], h, w)[0],
+                     "depth": res["pts3d_in_self_view"][j, ..., 2], "conf": res["conf_self"][j],
+                     "pts3d_world": res["world"][j]}
+                if model.humans:
+                    r.update({k: res[k][j] for k in _HUMAN_KEYS})
+                    if "verts" in res:
+                        r["smpl_verts_world"] = res["verts"][j]
+                writers[j].add(items[j][0], items[j][1], r)
+                if on_frame is not None:
+                    on_frame(j, r)
+            i += 1
+            if t_first is None:
+                t_first = time.perf_counter()  # the first frame includes compilation
+            if bar is not None:
+                bar.update(1)
+                rate = (i - 1) / (time.perf_counter() - t_first) if i > 1 else 0.0
+                bar.set_postfix(fps=f"{rate:.2f}", humans=_humans_str(res, live))
+    finally:
+        for r in readers:
+            r.close()
+        if bar is not None:
+            bar.close()
+    steady = i - 1  # frames after the first (compiling) one
+    wall = time.perf_counter() - (t_first or t_start)
+    return {"frames": i, "first_frame_s": (t_first or t_start) - t_start,
+            "forward_s_per_frame": float(np.mean(forward[1:])) if steady > 0 else None,
+            "end_to_end_s_per_frame": wall / steady if steady > 0 else None}
+
+
+def _humans_str(res, live):
+    """The progress bar's people count of each live sequence."""
+    if "smpl_valid" not in res:
+        return "-"
+    return ",".join(str(int(v.sum())) for v, alive in zip(res["smpl_valid"], live) if alive)

@@ -1,0 +1,125 @@
+"""Writing one sequence as it runs: `SequenceWriter` stores each frame's file as the frame completes
+(the per-frame schema `export.FRAME_KEYS`) and, at `close`, the whole-sequence exports (reconstruction.npz,
+`export.SUMMARY_KEYS`, gathered back from the frame files; trajectory.tum; scene.glb) and meta.json last."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from human3r_jax import checkpoint as ckpt
+from human3r_jax import export, outputs
+from human3r_jax.data.video import FrameSource
+from human3r_jax.reconstruct.settings import LoadedModel, Settings
+
+# What every frame file holds; the people's fields (export.PERSON_FIELDS) follow for Human3R models.
+_SCENE_KEYS = ("c2w", "intrinsics", "depth", "conf", "pts3d_world")
+
+
+class SequenceWriter:
+    """Writes one sequence's per-frame files and, at `close`, its whole-sequence exports."""
+
+    def __init__(self, out_dir: Path, model: LoadedModel, settings: Settings, source: FrameSource, smplx):
+        self.out, self.model, self.settings, self.source, self.smplx = Path(out_dir), model, settings, source, smplx
+        (self.out / "frames").mkdir(parents=True, exist_ok=True)
+        outputs.mark(self.out, "reconstruction")
+        self.names, self.times, self.indices, self.c2w, self.k = [], [], [], [], []
+        self.points = np.zeros((0, 3), np.float32)
+        self.colours = np.zeros((0, 3), np.uint8)
+        self.bodies = None  # (frame number, verts [n, V, 3], ids [n]) for scene.glb
+        self.hw = None
+        # meta.json from the start: a folder never looks complete (complete=true) before it is
+        export.save_json(self.out / "meta.json", self._meta(False, None, {}, "running"))
+
+    def add(self, raw, img: np.ndarray, res: dict) -> None:
+        """One frame's results (numpy, batch axis removed): img [H, W, 3] the model input in [-1, 1]; res the
+        scene keys c2w [4, 4], intrinsics [3, 3], depth and conf [H, W], pts3d_world [H, W, 3] and, for Human3R,
+        smpl_valid [S], the PERSON_FIELDS [S, …], n_detected [] and (with SMPL-X) smpl_verts_world [S, V, 3]."""
+        n = len(self.names)
+        self.hw = img.shape[:2]
+        frame = {k: res[k] for k in _SCENE_KEYS}
+        frame["image"] = ((img * 0.5 + 0.5) * 255).round().clip(0, 255).astype(np.uint8)
+        if self.model.humans:
+            valid = res["smpl_valid"]
+            for k in export.PERSON_FIELDS:
+                frame[k] = res[k][valid]
+            frame["n_detected"] = res["n_detected"]
+            if "smpl_verts_world" in res:
+                frame["smpl_verts_world"] = res["smpl_verts_world"][valid]
+                want = self.settings.glb_frame
+                if (want is None and valid.any()) or want == n:
+                    self.bodies = (n, frame["smpl_verts_world"], frame["smpl_id"])
+        export.save_npz(self.out / "frames" / f"{n:06d}.npz", frame)
+        self.names.append(raw.name)
+        self.times.append(raw.time)
+        self.indices.append(raw.index)
+        self.c2w.append(res["c2w"])
+        self.k.append(res["intrinsics"])
+        self._keep_points(res["pts3d_world"], res["conf"], frame["image"])
+
+    def _keep_points(self, pts, conf, rgb):
+        keep = conf > self.settings.conf_threshold
+        p, c = pts[keep], rgb[keep]
+        if len(p) > self.settings.points_per_frame:
+            sel = np.linspace(0, len(p) - 1, self.settings.points_per_frame).astype(int)
+            p, c = p[sel], c[sel]
+        self.points = np.concatenate([self.points, p.astype(np.float32)])
+        self.colours = np.concatenate([self.colours, c])
+        if len(self.points) > self.settings.max_points:  # bounded: thin the whole cloud by half
+            self.points, self.colours = self.points[::2], self.colours[::2]
+
+    def close(self, complete: bool, error: str | None, timing: dict) -> None:
+        """The whole-sequence files, then meta.json last (an interruption in between leaves the
+        meta.json that says the folder is incomplete)."""
+        f = len(self.names)
+        summary = {"frame_index": np.asarray(self.indices, np.int64), "frame_name": np.asarray(self.names, str),
+                   "time": np.asarray(self.times, np.float64),
+                   "c2w": np.asarray(self.c2w, np.float32).reshape(f, 4, 4),
+                   "intrinsics": np.asarray(self.k, np.float32).reshape(f, 3, 3),
+                   "image_size": np.asarray(self.hw or (0, 0), np.int64)}
+        if self.model.humans:
+            summary.update(self._human_summary(f))
+        export.save_npz(self.out / "reconstruction.npz", summary)
+        if self.smplx is not None:
+            np.save(self.out / "smplx_faces.npy", np.asarray(self.smplx.faces))
+        if f:
+            export.save_tum(self.out / "trajectory.tum", summary["time"], summary["c2w"])
+            meshes = []
+            if self.bodies is not None:
+                _, verts, ids = self.bodies
+                meshes = [(v, np.asarray(self.smplx.faces), export.track_colour(i)) for v, i in zip(verts, ids)]
+            cams = [(c, k, self.hw) for c, k in zip(summary["c2w"], summary["intrinsics"])]
+            export.save_glb(self.out / "scene.glb", self.points, self.colours, cams, meshes)
+        export.save_json(self.out / "meta.json", self._meta(complete, error, timing,
+                                                            "complete" if complete else "stopped"))
+
+    def _meta(self, complete: bool, error: str | None, timing: dict, state: str) -> dict:
+        return {
+            "schema_version": export.SCHEMA_VERSION, "complete": complete, "state": state, "error": error,
+            "frames": len(self.names), "input": str(self.source.path), "input_kind": self.source.kind,
+            "input_fps": self.source.fps, "settings": dataclasses.asdict(self.settings), "model": self.model.source,
+            "model_config": ckpt.config_to_json(self.model.cfg),
+            "random_weights": self.model.random_weights,
+            "note": "RANDOM WEIGHTS: the output is meaningless" if self.model.random_weights else None,
+            "smplx": self.smplx is not None, "glb_bodies_frame": None if self.bodies is None else self.bodies[0],
+            "timing": timing, "files": {"frames": export.FRAME_KEYS, "reconstruction.npz": export.SUMMARY_KEYS},
+        }
+
+    def _human_summary(self, f: int) -> dict:
+        """[F, S, …] arrays gathered back from the per-frame files (nothing kept in memory meanwhile)."""
+        s = self.model.cfg.max_humans
+        out = {"smpl_valid": np.zeros((f, s), bool),
+               **{k: np.full((f, s, *p.shape), p.empty, p.dtype) for k, p in export.PERSON_FIELDS.items()},
+               "smpl_transl_world": np.zeros((f, s, 3), np.float32), "n_detected": np.zeros(f, np.int64)}
+        for i in range(f):
+            with np.load(self.out / "frames" / f"{i:06d}.npz") as z:
+                n = len(z["smpl_id"])
+                out["smpl_valid"][i, :n] = True
+                for k in export.PERSON_FIELDS:
+                    out[k][i, :n] = z[k]
+                out["n_detected"][i] = z["n_detected"]
+                c2w = z["c2w"]
+                out["smpl_transl_world"][i, :n] = z["smpl_transl"] @ c2w[:3, :3].T + c2w[:3, 3]
+        return out
