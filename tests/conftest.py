@@ -10,6 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -68,12 +69,8 @@ def body_models_root(tmp_path_factory, smplx_root, smplx2smpl_file):
 
 
 def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
-    """Leaf-wise allclose of two pytrees with identical structure."""
-    la, ta = jax.tree.flatten(a)
-    lb, tb = jax.tree.flatten(b)
-    assert ta == tb, f"tree structures differ:\n{ta}\n{tb}"
-    for i, (x, y) in enumerate(zip(la, lb)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol, err_msg=f"leaf {i}")
+    """Leaf-wise allclose of two pytrees with identical structure (chex names the differing leaf by its path)."""
+    chex.assert_trees_all_close(a, b, rtol=rtol, atol=atol)
 
 
 def rel_l2(a, b) -> float:

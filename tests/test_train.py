@@ -20,14 +20,15 @@ from flax import nnx
 
 pytest.importorskip("tensorflow", reason="the training extra is not installed: pip install -e '.[train]'")
 
-from conftest import ROOT, shared_path, write_multihmr  # noqa: E402
-from human3r_jax import checkpoint as ckpt  # noqa: E402
-from human3r_jax.cli import main  # noqa: E402
-from human3r_jax.converters.convert import convert_file, convert_multihmr_file  # noqa: E402
-from human3r_jax.data.synthetic import make_synthetic_bedlam  # noqa: E402
-from human3r_jax.train import optim  # noqa: E402
-from human3r_jax.train.config import ConfigError, TrainConfig  # noqa: E402
-from human3r_jax.train.trainer import TrainError, Trainer  # noqa: E402
+from conftest import ROOT, shared_path, write_multihmr
+
+from human3r_jax import checkpoint as ckpt
+from human3r_jax.cli import main
+from human3r_jax.converters.convert import convert_file, convert_multihmr_file
+from human3r_jax.data.synthetic import make_synthetic_bedlam
+from human3r_jax.train import optim
+from human3r_jax.train.config import ConfigError, TrainConfig
+from human3r_jax.train.trainer import Trainer, TrainError
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +39,11 @@ def synth(tmp_path_factory, smplx_root):
 
 
 def tiny(synth, smplx_root, workdir, **kw) -> TrainConfig:
-    base = dict(model="human3r_tiny", random_init=True, smplx=str(smplx_root), data_root=str(synth),
-                batch_size=2, max_humans=4, resolutions=((64, 48),), aug_crop=4, samples_per_epoch=60, epochs=2,
-                warmup_epochs=0.1, lr=1e-3, min_lr=1e-4, compute_dtype="float32", remat=False,
-                save_every=1000, keep=2, keep_period=None, log_every=1000, workdir=str(workdir), prefetch=1,
-                eval_every=0)
+    base = {"model": "human3r_tiny", "random_init": True, "smplx": str(smplx_root), "data_root": str(synth),
+            "batch_size": 2, "max_humans": 4, "resolutions": ((64, 48),), "aug_crop": 4, "samples_per_epoch": 60,
+            "epochs": 2, "warmup_epochs": 0.1, "lr": 1e-3, "min_lr": 1e-4, "compute_dtype": "float32", "remat": False,
+            "save_every": 1000, "keep": 2, "keep_period": None, "log_every": 1000, "workdir": str(workdir),
+            "prefetch": 1, "eval_every": 0}
     base.update(kw)
     return TrainConfig(**base)
 
@@ -60,7 +61,7 @@ def test_loss_decreases_and_only_trainable_parameters_change(synth, smplx_root, 
     assert all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
     # through the real export/load path
-    cfg, _, params = ckpt.load(trainer.export(tmp_path / "export"))
+    _, _, params = ckpt.load(trainer.export(tmp_path / "export"))
     final = ckpt.flatten(nnx.to_pure_dict(params))
     assert set(final) == set(initial)
     trainable, fixed, frozen = optim.split_params(initial)
@@ -121,7 +122,7 @@ def test_train_command_logs_checkpoints_and_exports(synth, smplx_root, tmp_path,
     assert [int(s) for s, _ in evals] == [0, 2, 4]
     assert meta["best_eval"] == pytest.approx(min(float(v) for _, v in evals), abs=1e-4)
     best = json.loads((work / "export" / "best" / "config.json").read_text())
-    assert best["source"]["trained_steps"] == [int(s) for s, v in evals if float(v) == min(float(v) for _, v in evals)][0]
+    assert best["source"]["trained_steps"] == next(int(s) for s, v in evals if float(v) == min(float(v) for _, v in evals))
     # resumed to step 6: no second evaluation of step 4, and the best so far carried in the checkpoint
     assert main(["train", "--config", "tiny_synthetic", "--quiet", *sets, "--set", "max_steps=6"]) == 0
     out = capsys.readouterr()
@@ -167,6 +168,14 @@ def test_bad_inputs_give_clear_errors(synth, smplx_root, tmp_path, capsys):
     with pytest.raises(TrainError, match="set smplx"):
         Trainer(tiny(synth, smplx_root, tmp_path / "w2", smplx=None), log_to_tensorboard=False)
     diverged = Trainer(tiny(synth, smplx_root, tmp_path / "w5", max_steps=3, save_every=1), log_to_tensorboard=False)
+    batches = diverged.batches(0)
+    batch = next(batches)
+    batches.close()
+    with pytest.raises(TrainError, match=r"batch lacks \['valid'\]"):
+        diverged.train_step({k: v for k, v in batch.items() if k != "valid"})
+    # the step's own check (chex, at trace time): a key of the wrong shape, named with what was expected
+    with pytest.raises(AssertionError, match=r"batch\['K'\] must be float32 \[2, 4, 3, 3\]"):
+        diverged.train_step({**batch, "K": batch["K"][..., :2]})
     diverged.train_step = lambda batch: {"loss": np.float32("nan")}
     with pytest.raises(TrainError, match="step 0: the loss is nan"):
         diverged.run(progress=False)
@@ -176,6 +185,8 @@ def test_bad_inputs_give_clear_errors(synth, smplx_root, tmp_path, capsys):
 
 
 DP_SCRIPT = """
+import chex
+chex.set_n_cpu_devices(2)  # before any JAX operation: the CPU backend reads its device count when it starts
 import json, sys
 import numpy as np, jax
 sys.path.insert(0, {tests!r})
@@ -205,7 +216,7 @@ def data_parallel_run(request, synth, smplx_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dp")
     script = DP_SCRIPT.format(tests=str(ROOT / "tests"), synth=str(synth), smplx=str(smplx_root),
                               work=str(tmp / "work"), out=str(tmp / "dp.npz"))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # the script fakes its 2 CPU devices with chex
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     yield proc, tmp / "dp.npz"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,6 +70,32 @@ def make_frame(img, update=None, reset=None) -> Frame:
     return Frame(img, update, reset)
 
 
+def check_image(img) -> None:
+    """An image entering the model: [B, H, W, 3] float. chex checks shapes at trace time (free under jit)."""
+    chex.assert_rank(img, 4, custom_message="frame.img: expected one frame per batch element, [B, H, W, 3]")
+    chex.assert_shape(img, (None, None, None, 3), custom_message="frame.img: expected RGB channels last, [B, H, W, 3]")
+    chex.assert_type(img, float, custom_message="frame.img: expected a float image normalised to [-1, 1]")
+
+
+def check_flags(carry: Carry, frame: Frame) -> None:
+    """The frame's update/reset flags are [B] bool with the carry's batch size B, and every carry leaf
+    has that batch axis first."""
+    b = carry.state.shape[0]
+    chex.assert_tree_shape_prefix(carry, (b,), custom_message=f"carry: every leaf must lead with the batch axis B={b}")
+    for name in ("update", "reset"):
+        flag = getattr(frame, name)
+        chex.assert_shape(flag, (b,), custom_message=f"frame.{name}: expected [B={b}] (the carry's batch size)")
+        chex.assert_type(flag, bool, custom_message=f"frame.{name}: expected bool flags (make_frame converts)")
+
+
+def check_frame(carry: Carry, frame: Frame) -> None:
+    """A frame entering the step (see `Frame`), against the carry's batch size."""
+    check_image(frame.img)
+    chex.assert_axis_dimension(frame.img, 0, carry.state.shape[0],
+                               custom_message="frame.img: its batch size differs from the carry's")
+    check_flags(carry, frame)
+
+
 def _blend(new, old, m):
     """new·m + old·(1−m) with m broadcast over tokens and channels, in the official order."""
     m = m.astype(new.dtype).reshape(m.shape + (1,) * (new.ndim - m.ndim))
@@ -114,6 +141,7 @@ class Cut3r(nnx.Module):
 
     def encode(self, img, taps=None):
         """img [B, H, W, 3] -> (F [B, N, De], pos [B, N, 2])."""
+        check_image(img)  # also Human3r's step and the training forward enter here
         feat, pos = self.encoder(img, taps)
         if taps is not None:
             taps.update(enc_out=feat, patch_pos=pos)
@@ -130,6 +158,7 @@ class Cut3r(nnx.Module):
 
     def step(self, carry: Carry, frame: Frame, opts: StepOptions = StepOptions()):
         """One online step. Returns (carry', outputs); outputs['taps'] holds intermediates if asked."""
+        check_frame(carry, frame)
         taps = {} if opts.taps else None
         feat, pos = self.encode(frame.img, taps)
         out, new_state, new_mem, gate = self.decode(carry, feat, pos, frame.img.shape[1:3], opts, taps=taps)
@@ -187,6 +216,7 @@ class Cut3r(nnx.Module):
     def update(self, carry: Carry, frame: Frame, new_state, new_mem, logits, opts: StepOptions, taps=None) -> Carry:
         """State update by the options' rule under the frame's update flag, plain memory update, then
         resets (spec §3.8). logits: the decoder's state→image logits [B, S] (None if the rule does not read them)."""
+        check_flags(carry, frame)  # also Human3r's step and the training forward pass their flags here
         new_state, new_mem = new_state.astype(carry.state.dtype), new_mem.astype(carry.mem.dtype)
         m = frame.update.astype(jnp.float32)
         rule = opts.state_update

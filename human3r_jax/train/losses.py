@@ -11,6 +11,7 @@ Arrays: B batch, V views, H×W image, M human slots, g prior grid, R padded squa
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -18,8 +19,54 @@ from human3r_jax.geometry import project
 from human3r_jax.models.smplx import SmplxModel, bodies_in_camera
 
 EPS = 1e-3  # Regr3DPose's eps: norm-factor floor and confidence-log floor
-SMPL_WEIGHTS = dict(scores=0.1, msk=1.0, rotmat=1.0, shape=0.1, transl=1.0, j3d=1.0, v3d=1.0,
-                    cj3d=1.0, cv3d=1.0, j2d=0.01, v2d=0.01)
+SMPL_WEIGHTS = {"scores": 0.1, "msk": 1.0, "rotmat": 1.0, "shape": 0.1, "transl": 1.0, "j3d": 1.0, "v3d": 1.0,
+                "cj3d": 1.0, "cv3d": 1.0, "j2d": 0.01, "v2d": 0.01}
+
+
+# ---------------------------------------------------------------- input checks
+
+F32, BOOL = jnp.float32, jnp.bool_
+# What the public losses read: key → (axes, dtype). Letters are dimensions (B batch, V views, H×W image,
+# M slots, G prior grid, R padded square, J joints, N vertices, P = 53 Human3R rotations, S = 10 predicted
+# betas), digits literal sizes and * any size. The heads and losses run in float32 whatever the compute dtype.
+BATCH_AXES = {"img": ("BVHW3", F32), "valid": ("BVHW", BOOL), "img_mask": ("BV", BOOL), "K": ("BV33", F32)}
+TARGET_AXES = {"smpl_mask": ("BVM", BOOL), "pts_self": ("BVHW3", F32), "pts_cross": ("BVHW3", F32),
+               "score_map": ("BVGG", F32), "smpl_rotmat": ("BVMP33", F32), "smpl_betas": ("BVM*", F32),
+               "smpl_transl": ("BVM3", F32), "smpl_pelvis": ("BVM3", F32), "smpl_j3d": ("BVMJ3", F32),
+               "smpl_v3d": ("BVMN3", F32), "smpl_j2d": ("BVMJ2", F32), "smpl_v2d": ("BVMN2", F32)}
+PRED_AXES = {"pts3d_in_self_view": ("BVHW3", F32), "pts3d_in_other_view": ("BVHW3", F32), "rgb": ("BVHW3", F32),
+             "smpl_rotmat": ("BVMP33", F32), "smpl_shape": ("BVMS", F32), "smpl_expression": ("BVM*", F32),
+             "smpl_transl": ("BVM3", F32), "smpl_scores": ("BVGG", F32)}
+# The confidence and pose terms (training only), and the mask head's output when the model has one.
+PRED_POSE_AXES = {"conf_self": ("BVHW", F32), "conf": ("BVHW", F32), "camera_pose": ("BV7", F32)}
+TARGET_POSE_AXES = {"pose_t": ("BV3", F32), "pose_q": ("BV4", F32)}
+MASK_AXES = {"msk": ("BVRR1", F32)}
+
+
+def check_tree(fn: str, name: str, tree, axes: dict, dims: chex.Dimensions) -> None:
+    """Every key of `axes` in `tree` with its dtype and shape (binding `dims` letters not bound yet);
+    at trace time under jit. An AssertionError names the function, the key and what was expected."""
+    missing = [k for k in axes if k not in tree]
+    if missing:
+        raise AssertionError(f"{fn}: {name} lacks {missing} (it has {sorted(tree)})")
+    for k, (spec, dtype) in axes.items():
+        x = tree[k]
+        what = f"{fn}: {name}[{k!r}] must be {jnp.dtype(dtype).name} [{', '.join(spec)}]"
+        chex.assert_rank(x, len(spec), custom_message=what)
+        known = {a for a in spec if a.isalpha() and getattr(dims, a, None) is not None}
+        first = [a if a.isalpha() and a not in known and a not in spec[:i] else "_" for i, a in enumerate(spec)]
+        dims["".join(first)] = x.shape
+        chex.assert_shape(x, dims[spec], custom_message=f"{what} with {dims}")
+        chex.assert_type(x, dtype, custom_message=what)
+
+
+def check_loss_inputs(fn: str, pred, tgt, batch, pose: bool) -> None:
+    """The predictions, targets and batch a public loss reads (pose: the confidence and pose terms)."""
+    dims = chex.Dimensions(P=53, S=10)
+    mask = MASK_AXES if "msk" in pred else {}
+    check_tree(fn, "batch", batch, BATCH_AXES, dims)
+    check_tree(fn, "tgt", tgt, {**TARGET_AXES, **(TARGET_POSE_AXES if pose else {}), **mask}, dims)
+    check_tree(fn, "pred", pred, {**PRED_AXES, **(PRED_POSE_AXES if pose else {}), **mask}, dims)
 
 
 def masked_mean(x, mask):
@@ -74,7 +121,8 @@ def pointmap_loss(pred, tgt, valid, img_mask, alpha: float = 0.2):
     cross_terms = conf_regression(pred["pts3d_in_other_view"], pred["conf"], tgt["pts_cross"], valid, f, alpha)
     pose = pose_loss(pred["camera_pose"], tgt["pose_t"], tgt["pose_q"], f, img_mask[:, -1])
     total = 2.0 * jnp.concatenate([self_terms, cross_terms]).mean() + pose
-    return total, dict(pts_self=self_terms.mean(), pts_cross=cross_terms.mean(), pose=pose, norm_factor=f.mean())
+    return total, {"pts_self": self_terms.mean(), "pts_cross": cross_terms.mean(), "pose": pose,
+                   "norm_factor": f.mean()}
 
 
 def rgb_loss(pred_rgb, img):
@@ -121,7 +169,8 @@ def predicted_bodies(body_model: SmplxModel, pred, K):
                             pred["smpl_rotmat"].reshape(n, 53, 3, 3), pred["smpl_transl"].reshape(n, 3))
     verts, joints = (x.reshape(b, v, m, -1, 3) for x in body)
     Km = jnp.broadcast_to(K[:, :, None], (b, v, m, 3, 3))
-    return dict(j3d=joints, v3d=verts, pelvis=joints[..., 0, :], j2d=project(joints, Km), v2d=project(verts, Km))
+    return {"j3d": joints, "v3d": verts, "pelvis": joints[..., 0, :], "j2d": project(joints, Km),
+            "v2d": project(verts, Km)}
 
 
 def smpl_loss(body_model: SmplxModel, pred, tgt, img_mask, hw):
@@ -135,7 +184,7 @@ def smpl_loss(body_model: SmplxModel, pred, tgt, img_mask, hw):
     bodies = predicted_bodies(body_model, pred, tgt["K"])
     scores = jax.lax.stop_gradient(
         per_view(lambda p, g, s: focal_loss(p, g, s), pred["smpl_scores"], tgt["score_map"], img_mask).mean())
-    terms = dict(scores=scores)
+    terms = {"scores": scores}
     if "msk" in pred:
         terms["msk"] = per_view(bce, pred["msk"], tgt["msk"], img_mask).mean()
     terms["rotmat"] = l1_per_view(pred["smpl_rotmat"], tgt["smpl_rotmat"], mask).mean()
@@ -191,6 +240,7 @@ def eval_loss(body_model: SmplxModel, pred, tgt, batch):
       self and cross apart, the predicted one clipped to [1e-3, 1e3])
     + RGBLoss(L21): per-pixel ‖rgb − img‖, averaged over views
     + SMPLLoss(L1), as in training."""
+    check_loss_inputs("eval_loss", pred, tgt, batch, pose=False)
     valid = batch["valid"]
     p_self, p_cross = pred["pts3d_in_self_view"], pred["pts3d_in_other_view"]
     regr = regression_sum(p_self, p_cross, tgt, valid)
@@ -205,6 +255,7 @@ def eval_loss(body_model: SmplxModel, pred, tgt, batch):
 
 def total_loss(body_model: SmplxModel, pred, tgt, batch, alpha: float = 0.2):
     """The training objective and its parts (a flat dict of scalars for logging)."""
+    check_loss_inputs("total_loss", pred, tgt, batch, pose=True)
     pts, pts_terms = pointmap_loss(pred, tgt, batch["valid"], batch["img_mask"], alpha)
     rgb = rgb_loss(pred["rgb"], batch["img"])
     smpl, smpl_terms = smpl_loss(body_model, pred, {**tgt, "K": batch["K"]}, batch["img_mask"],

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax.config import Human3rConfig
-from human3r_jax.data.schema import STEP_KEYS
+from human3r_jax.data.schema import STEP_KEYS, batch_spec
 from human3r_jax.models.smplx import load_smplx
 from human3r_jax.train import optim
 from human3r_jax.train.config import TrainConfig, validate
@@ -57,6 +58,26 @@ class TrainState(NamedTuple):
 # ---------------------------------------------------------------- the step
 
 
+def check_batch(batch, batch_size: int | None, num_views: int | None, max_humans: int) -> None:
+    """A batch entering a step: every STEP_KEYS key with `schema.batch_spec`'s dtype and shape (B and V from
+    the arguments, or from img where None; H and W from img). chex checks at trace time, so under jit this
+    costs nothing per step; an AssertionError names the key and what was expected."""
+    missing = [k for k in STEP_KEYS if k not in batch]
+    if missing:
+        raise AssertionError(f"batch lacks {missing}: a step reads {list(STEP_KEYS)} (schema.STEP_KEYS)")
+    chex.assert_rank(batch["img"], 5, custom_message="batch['img'] must be [B, V, H, W, 3]")
+    b, v, h, w = batch["img"].shape[:4]
+    b, v = batch_size or b, num_views or v
+    for k, (dtype, shape) in batch_spec(b, v, max_humans).items():
+        if k not in STEP_KEYS:
+            continue
+        want = tuple((h, w)[i - 2] if d is None else d for i, d in enumerate(shape))  # None: the batch's H, W
+        what = (f"batch[{k!r}] must be {np.dtype(dtype).name} {list(want)} (schema.batch_spec with B={b}, V={v}, "
+                f"M={max_humans}, H×W={h}×{w} of img)")
+        chex.assert_shape(batch[k], want, custom_message=what)
+        chex.assert_type(batch[k], dtype, custom_message=what)
+
+
 def predict(hcfg: Human3rConfig, graphdef, trainable, fixed, frozen, body_model, batch, remat: bool = False):
     """Targets of the batch and the training forward's predictions. → (pred, tgt)"""
     params = ckpt.unflatten({**ckpt.flatten(trainable), **fixed, **frozen})
@@ -69,6 +90,7 @@ def make_eval_step(hcfg: Human3rConfig, graphdef):
     """The pure evaluation step: the official test criterion's parts (losses.eval_loss) of a batch."""
 
     def eval_step(trainable, fixed, frozen, body_model, batch):
+        check_batch(batch, None, None, hcfg.max_humans)  # no TrainConfig here: B and V are img's
         pred, tgt = predict(hcfg, graphdef, trainable, fixed, frozen, body_model, batch)
         return eval_loss(body_model, pred, tgt, batch)[1]
 
@@ -85,6 +107,7 @@ def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx):
         return loss, details
 
     def train_step(state: TrainState, fixed, frozen, body_model, batch):
+        check_batch(batch, cfg.batch_size, cfg.num_views, cfg.max_humans)
         with_fixed = cfg.fixed_grads != "ignore"
         grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1) if with_fixed else 0, has_aux=True)
         (_, metrics), grads = grad_fn(state.trainable, fixed, frozen, body_model, batch)
