@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from human3r_jax.config import Human3rConfig
-from human3r_jax.models.cut3r import Carry, Cut3r, Frame, StepOptions
+from human3r_jax.models.cut3r import Carry, Cut3r, Frame, StepOptions, check_frame
 from human3r_jax.models.dinov2 import Dinov2, imagenet_normalize
 from human3r_jax.models.human import HumanHead
 from human3r_jax.models.letterbox import pad_image
@@ -53,6 +53,7 @@ class Human3r(Cut3r):
         return z
 
     def step(self, carry: Carry, frame: Frame, opts: StepOptions = StepOptions()):
+        check_frame(carry, frame)
         hc, c = self.hcfg, self.hcfg.cut3r
         taps = {} if opts.taps else None
         h, w = frame.img.shape[1:3]
