@@ -8,7 +8,7 @@ Each configuration runs in a fresh subprocess (so its peak RSS is its own): the 
 random weights, the step is compiled (timed separately), then `--frames` steps are timed (median).
 `full` computes all heads as the official demo does (self, cross, rgb); `lean` only the self-view
 points, confidence and pose (what reconstruction needs). Reference figures for the official PyTorch
-model on the 2-core CPU of this project (shared/spec/environment.md) are printed as ratios.
+model, recorded on the project's 2-core development CPU (`REFERENCE_CPU`), are printed as ratios.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-# Official PyTorch, float32, 2 threads, 512x288 (shared/spec/environment.md): (s/frame, peak RSS GB)
+# Official PyTorch, float32, 2 threads, 512x288, recorded on that CPU: (s/frame, peak RSS GB)
 REFERENCE_CPU = {"cut3r_512_dpt_4_64": (4.69, 3.9), "human3r_672S": (5.77, 5.0), "human3r_896L": (19.75, 6.3)}
-# The same machine's PyTorch time for 24 ViT-L blocks on 600 tokens (environment.md). Timing that
+# The same machine's PyTorch time for 24 ViT-L blocks on 600 tokens. Timing that
 # workload here, in the same run, tells how much faster or slower this machine is than the one the
 # reference was recorded on: reference here ≈ recorded × (torch blocks here / 1.49 s).
 REFERENCE_TORCH_VITL24_S = 1.49
@@ -38,8 +38,9 @@ def torch_vitl24_seconds(tokens: int = 600, repeats: int = 3) -> float | None:
     except ImportError:
         return None
     torch.set_num_threads(os.cpu_count() or 1)
-    layer = lambda: torch.nn.TransformerEncoderLayer(1024, 16, 4096, dropout=0.0, activation="gelu",
-                                                     batch_first=True, norm_first=True)
+    layer = lambda: torch.nn.TransformerEncoderLayer(
+        1024, 16, 4096, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    )
     net = torch.nn.Sequential(*[layer() for _ in range(24)]).eval()
     x = torch.randn(1, tokens, 1024)
     times = []
@@ -82,10 +83,17 @@ def run_one(preset: str, size: str, heads: str, dtype: str, frames: int, seed: i
         times.append(time.perf_counter() - t0)
     times = times[1:]  # the first call also moves the parameters in place
     return {
-        "preset": preset, "size": size, "heads": heads, "dtype": dtype, "frames": frames,
-        "device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
-        "build_s": round(build_s, 2), "compile_s": round(compile_s, 2),
-        "s_per_frame": float(np.median(times)), "s_per_frame_min": float(np.min(times)),
+        "preset": preset,
+        "size": size,
+        "heads": heads,
+        "dtype": dtype,
+        "frames": frames,
+        "device": str(jax.devices()[0].device_kind),
+        "platform": jax.default_backend(),
+        "build_s": round(build_s, 2),
+        "compile_s": round(compile_s, 2),
+        "s_per_frame": float(np.median(times)),
+        "s_per_frame_min": float(np.min(times)),
         "fps": 1.0 / float(np.median(times)),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "params_gb": sum(x.nbytes for x in jax.tree.leaves(params)) / 2**30,
@@ -116,14 +124,31 @@ def main(argv=None) -> int:
     for preset in args.preset:
         for dtype in args.dtype:
             for heads in args.heads:
-                cmd = [sys.executable, __file__, "--one", "--preset", preset, "--size", args.size, "--heads", heads,
-                       "--dtype", dtype, "--frames", str(args.frames), "--seed", str(args.seed)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-                line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    "--preset",
+                    preset,
+                    "--size",
+                    args.size,
+                    "--heads",
+                    heads,
+                    "--dtype",
+                    dtype,
+                    "--frames",
+                    str(args.frames),
+                    "--seed",
+                    str(args.seed),
+                ]
+                proc = subprocess.run(
+                    cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+                )
+                line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
                 if proc.returncode or line is None:
                     print(f"{preset} {dtype} {heads}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                     return 1
-                res = json.loads(line[len("RESULT "):])
+                res = json.loads(line[len("RESULT ") :])
                 ref = REFERENCE_CPU.get(preset) if res["platform"] == "cpu" and args.size == "512x288" else None
                 if ref:
                     res["reference_pytorch_s_per_frame_recorded"], res["reference_pytorch_peak_rss_gb"] = ref
@@ -135,21 +160,31 @@ def main(argv=None) -> int:
                         res["speedup_vs_pytorch_here"] = ref[0] * machine / res["s_per_frame"]
                 results.append(res)
 
-    hdr = (f"{'model':22s} {'size':8s} {'heads':5s} {'dtype':8s} {'compile s':>9s} {'s/frame':>8s} {'fps':>6s} "
-           f"{'peak GB':>8s} {'params':>6s} {'temp':>5s} {'PyTorch here':>12s} {'speed-up':>8s}")
+    hdr = (
+        f"{'model':22s} {'size':8s} {'heads':5s} {'dtype':8s} {'compile s':>9s} {'s/frame':>8s} {'fps':>6s} "
+        f"{'peak GB':>8s} {'params':>6s} {'temp':>5s} {'PyTorch here':>12s} {'speed-up':>8s}"
+    )
     print("peak GB: process peak RSS; params / temp: GB of parameters and of XLA's step temporaries")
-    print(f"device: {results[0]['device']} ({results[0]['platform']}), {os.cpu_count()} cores, {platform.python_version()}")
+    print(
+        f"device: {results[0]['device']} ({results[0]['platform']}), {os.cpu_count()} cores, "
+        f"{platform.python_version()}"
+    )
     print(hdr)
     for r in results:
         ref = f"{r['reference_pytorch_s_per_frame_here']:.2f} s" if "speedup_vs_pytorch_here" in r else "-"
         ratio = f"{r['speedup_vs_pytorch_here']:.2f}x" if "speedup_vs_pytorch_here" in r else "-"
-        print(f"{r['preset']:22s} {r['size']:8s} {r['heads']:5s} {r['dtype']:8s} {r['compile_s']:9.1f} "
-              f"{r['s_per_frame']:8.3f} {r['fps']:6.2f} {r['peak_rss_gb']:8.2f} {r['params_gb']:6.2f} {r['xla_temp_gb']:5.2f} "
-              f"{ref:>12s} {ratio:>8s}")
+        print(
+            f"{r['preset']:22s} {r['size']:8s} {r['heads']:5s} {r['dtype']:8s} {r['compile_s']:9.1f} "
+            f"{r['s_per_frame']:8.3f} {r['fps']:6.2f} {r['peak_rss_gb']:8.2f} {r['params_gb']:6.2f} "
+            f"{r['xla_temp_gb']:5.2f} "
+            f"{ref:>12s} {ratio:>8s}"
+        )
     if machine is not None and any("speedup_vs_pytorch_here" in r for r in results):
-        print(f"PyTorch here: the official model's recorded s/frame (environment.md, all heads) × {machine:.2f}, this "
-              f"machine's speed relative to the recording machine (24 PyTorch ViT-L blocks: {torch_s:.2f} s here vs "
-              f"{REFERENCE_TORCH_VITL24_S} s there, timed in this run); speed-up > 1 means we are faster")
+        print(
+            f"PyTorch here: the official model's recorded s/frame (REFERENCE_CPU, all heads) × {machine:.2f}, this "
+            f"machine's speed relative to the recording machine (24 PyTorch ViT-L blocks: {torch_s:.2f} s here vs "
+            f"{REFERENCE_TORCH_VITL24_S} s there, timed in this run); speed-up > 1 means we are faster"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     print(f"wrote {args.json}")

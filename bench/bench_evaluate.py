@@ -4,9 +4,9 @@
 
 Writes a synthetic dataset in the official layout (EMDB-1: the 17 official sequences; EMDB-2: 25; 3DPW: 4
 sequences; RICH: 2) at the real image sizes, and synthetic body models (the SMPL-X neutral file comes from
---smplx DIR/smplx/SMPLX_NEUTRAL.npz, e.g. the one `../shared/tools/make_fake_smplx.py --root DIR` writes), then
+--smplx DIR/smplx/SMPLX_NEUTRAL.npz: any SMPLX_NEUTRAL.npz, the tests make a synthetic one), then
 times the evaluation from scratch (model + scoring) and a `--rescore` (scoring only) at the official size 512.
-Prints a table and writes JSON. The original takes over 3 hours for about 20 videos on an A6000 (issue 11).
+Prints a table and writes JSON. The original takes over 3 hours for about 20 videos on an A6000.
 """
 
 from __future__ import annotations
@@ -45,14 +45,19 @@ def main(argv=None) -> int:
         models = write_fake_body_models(tmp / "models", args.smplx / "smplx" / "SMPLX_NEUTRAL.npz")
         root = tmp / "data"
         if args.dataset == "3dpw":
-            write_3dpw_raw(root, 0, sequences=("courtyard_a_00", "courtyard_b_01", "downtown_c_00", "office_d_01"),
-                           frames=args.frames, size=(1080, 1920))
+            write_3dpw_raw(
+                root,
+                0,
+                sequences=("courtyard_a_00", "courtyard_b_01", "downtown_c_00", "office_d_01"),
+                frames=args.frames,
+                size=(1080, 1920),
+            )
         elif args.dataset == "rich":
             write_rich(root, 0, frames=args.frames, size=(4112, 3008))
         else:
             write_emdb(root, int(args.dataset[-1]), 0, frames=args.frames, size=(1440, 1920))
         setup = time.perf_counter() - t0
-        run = dict(body_models=models, random_weights=args.preset, progress=False, print_table=False)
+        run = {"body_models": models, "random_weights": args.preset, "progress": False, "print_table": False}
         t0 = time.perf_counter()
         entry = human.evaluate(args.dataset, root, tmp / "out", **run)
         full = time.perf_counter() - t0
@@ -61,13 +66,26 @@ def main(argv=None) -> int:
         score = time.perf_counter() - t0
         frames = sum(len(np.load(f)["frame_name"]) for f in (tmp / "out" / args.dataset).glob("*.npz"))
     n_seq = len(entry["sequences"])
-    res = {"preset": args.preset, "dataset": args.dataset, "device": str(jax.devices()[0].device_kind),
-           "sequences": n_seq, "frames_per_sequence": args.frames, "setup_s": setup, "evaluate_s": full,
-           "scoring_s": score, "model_s": full - score, "s_per_frame": full / max(frames, 1)}
-    print(f"{'dataset':8s} {'model':14s} {'seq':>4s} {'frames':>7s} {'total s':>8s} {'model s':>8s} {'score s':>8s} "
-          f"{'s/frame':>8s}")
-    print(f"{args.dataset:8s} {args.preset:14s} {n_seq:4d} {frames:7d} {full:8.1f} {full - score:8.1f} {score:8.1f} "
-          f"{res['s_per_frame']:8.3f}")
+    res = {
+        "preset": args.preset,
+        "dataset": args.dataset,
+        "device": str(jax.devices()[0].device_kind),
+        "sequences": n_seq,
+        "frames_per_sequence": args.frames,
+        "setup_s": setup,
+        "evaluate_s": full,
+        "scoring_s": score,
+        "model_s": full - score,
+        "s_per_frame": full / max(frames, 1),
+    }
+    print(
+        f"{'dataset':8s} {'model':14s} {'seq':>4s} {'frames':>7s} {'total s':>8s} {'model s':>8s} {'score s':>8s} "
+        f"{'s/frame':>8s}"
+    )
+    print(
+        f"{args.dataset:8s} {args.preset:14s} {n_seq:4d} {frames:7d} {full:8.1f} {full - score:8.1f} {score:8.1f} "
+        f"{res['s_per_frame']:8.3f}"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1))
     return 0

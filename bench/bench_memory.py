@@ -42,7 +42,7 @@ def main(argv=None) -> int:
             s = c.add_stream("libx264", rate=10)
             s.height, s.width, s.pix_fmt = 48, 64, "yuv420p"
             for i in range(args.frames):
-                frame = np.ascontiguousarray(texture[:, i % 300: i % 300 + 64])
+                frame = np.ascontiguousarray(texture[:, i % 300 : i % 300 + 64])
                 for packet in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     c.mux(packet)
             for packet in s.encode():
@@ -56,8 +56,13 @@ def main(argv=None) -> int:
         record.n = 0
         reconstruct([clip], Path(tmp) / "out", model, Settings(size=224), on_frame=record, progress=False)
         rss["after_export"] = peak_mb()
-    res = {"frames": args.frames, "size": 224, "preset": "human3r_tiny", "peak_rss_mb": rss,
-           "export_mb": rss["after_export"] - rss[f"after_frame_{args.frames}"]}
+    res = {
+        "frames": args.frames,
+        "size": 224,
+        "preset": "human3r_tiny",
+        "peak_rss_mb": rss,
+        "export_mb": rss["after_export"] - rss[f"after_frame_{args.frames}"],
+    }
     print(f"{'stage':24s} {'peak RSS (MB)':>14s}")
     for k, v in rss.items():
         print(f"{k:24s} {v:14.1f}")

@@ -51,11 +51,23 @@ def main(argv=None) -> int:
         reconstruct([SAMPLE], Path(tmp) / "out", model, Settings(max_frames=args.frames), progress=False)
         timing = json.loads((Path(tmp) / "out" / "meta.json").read_text())["timing"]
     e2e = timing["end_to_end_s_per_frame"]
-    res = {"preset": args.preset, "device": str(jax.devices()[0].device_kind), "frames": args.frames,
-           "forward_only_s_per_frame": forward, "end_to_end_s_per_frame": e2e,
-           "forward_only_fps": 1 / forward, "end_to_end_fps": 1 / e2e, "overhead": e2e / forward - 1}
-    print(f"{'model':22s} {'forward s/frame':>15s} {'end-to-end s/frame':>18s} {'fps fwd':>8s} {'fps e2e':>8s} {'overhead':>9s}")
-    print(f"{args.preset:22s} {forward:15.3f} {e2e:18.3f} {1 / forward:8.3f} {1 / e2e:8.3f} {100 * res['overhead']:8.1f}%")
+    res = {
+        "preset": args.preset,
+        "device": str(jax.devices()[0].device_kind),
+        "frames": args.frames,
+        "forward_only_s_per_frame": forward,
+        "end_to_end_s_per_frame": e2e,
+        "forward_only_fps": 1 / forward,
+        "end_to_end_fps": 1 / e2e,
+        "overhead": e2e / forward - 1,
+    }
+    print(
+        f"{'model':22s} {'forward s/frame':>15s} {'end-to-end s/frame':>18s} {'fps fwd':>8s} {'fps e2e':>8s} "
+        f"{'overhead':>9s}"
+    )
+    print(
+        f"{args.preset:22s} {forward:15.3f} {e2e:18.3f} {1 / forward:8.3f} {1 / e2e:8.3f} {100 * res['overhead']:8.1f}%"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1))
     return 0

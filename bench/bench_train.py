@@ -6,10 +6,10 @@
 
 Batches are synthetic arrays in the pipeline's schema (two people per view, random depth), so
 the step is measured alone; `--pipeline` times the real data pipeline separately. The SMPL-X
-model completing the ground truth is the synthetic one of shared/tools/make_fake_smplx.py unless
---smplx is given. Compilation is timed separately. The original recipe (ViT-L/896, batch 8, 4
-views, 512x288 and the other 9 resolutions) needs a 48 GB GPU; peak device memory is reported
-where the backend exposes it.
+model completing the ground truth is --smplx (any SMPLX_NEUTRAL.npz; without it, a synthetic one when the
+test tools are at hand). Compilation is timed separately. The original recipe (ViT-L/896, batch 8,
+4 views, 512x288 and the other 9 resolutions) needs a 48 GB GPU; peak device memory is reported where
+the backend exposes it.
 """
 
 from __future__ import annotations
@@ -38,15 +38,27 @@ def fake_batch(b: int, v: int, h: int, w: int, m: int, seed: int = 0) -> dict:
     c2w[:, :, 0, 3] = np.arange(v, dtype=f) * 0.1
     depth = r.uniform(2, 8, (b, v, h, w)).astype(f)
     n = (b, v, m)
-    batch = dict(
-        img=r.uniform(-1, 1, (b, v, h, w, 3)).astype(f), ray_map=r.normal(size=(b, v, h, w, 6)).astype(f),
-        img_mask=np.ones((b, v), bool), ray_mask=np.zeros((b, v), bool), depth=depth, valid=depth > 2.5,
-        K=np.broadcast_to(K, (b, v, 3, 3)).copy(), c2w=c2w, human_mask=(r.uniform(size=(b, v, h, w)) > 0.8).astype(f),
-        smpl_mask=np.zeros(n, bool), smpl_root_pose=np.zeros(n + (3,), f), smpl_body_pose=r.normal(0, .1, n + (21, 3)).astype(f),
-        smpl_jaw_pose=np.zeros(n + (3,), f), smpl_leye_pose=np.zeros(n + (3,), f), smpl_reye_pose=np.zeros(n + (3,), f),
-        smpl_left_hand_pose=np.zeros(n + (15, 3), f), smpl_right_hand_pose=np.zeros(n + (15, 3), f),
-        smpl_betas=r.normal(0, .5, n + (11,)).astype(f),
-        smpl_transl=np.stack([r.uniform(-1, 1, n), r.uniform(-.3, .3, n), r.uniform(3, 6, n)], -1).astype(f))
+    batch = {
+        "img": r.uniform(-1, 1, (b, v, h, w, 3)).astype(f),
+        "ray_map": r.normal(size=(b, v, h, w, 6)).astype(f),
+        "img_mask": np.ones((b, v), bool),
+        "ray_mask": np.zeros((b, v), bool),
+        "depth": depth,
+        "valid": depth > 2.5,
+        "K": np.broadcast_to(K, (b, v, 3, 3)).copy(),
+        "c2w": c2w,
+        "human_mask": (r.uniform(size=(b, v, h, w)) > 0.8).astype(f),
+        "smpl_mask": np.zeros(n, bool),
+        "smpl_root_pose": np.zeros(n + (3,), f),
+        "smpl_body_pose": r.normal(0, 0.1, n + (21, 3)).astype(f),
+        "smpl_jaw_pose": np.zeros(n + (3,), f),
+        "smpl_leye_pose": np.zeros(n + (3,), f),
+        "smpl_reye_pose": np.zeros(n + (3,), f),
+        "smpl_left_hand_pose": np.zeros(n + (15, 3), f),
+        "smpl_right_hand_pose": np.zeros(n + (15, 3), f),
+        "smpl_betas": r.normal(0, 0.5, n + (11,)).astype(f),
+        "smpl_transl": np.stack([r.uniform(-1, 1, n), r.uniform(-0.3, 0.3, n), r.uniform(3, 6, n)], -1).astype(f),
+    }
     batch["smpl_root_pose"][..., 0] = np.pi  # upright in OpenCV axes
     batch["smpl_mask"][:, :, :2] = True
     batch["ray_mask"][:, 1:] = r.uniform(size=(b, v - 1)) < 0.15
@@ -58,7 +70,9 @@ def default_smplx() -> str:
     if not tool.exists():
         sys.exit("no SMPL-X model: pass --smplx PATH")
     root = Path(tempfile.mkdtemp(prefix="bench_smplx_"))
-    subprocess.run([sys.executable, str(tool), "--root", str(root), "--seed", "0"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(tool), "--root", str(root), "--seed", "0"], check=True, stdout=subprocess.DEVNULL
+    )
     return str(root)
 
 
@@ -95,10 +109,21 @@ def main() -> None:
 
         data_root = tempfile.mkdtemp(prefix="bench_data_")
         make_synthetic_bedlam(data_root, smplx, n_train=1, n_test=1, frames=max(8, args.views))
-    cfg = TrainConfig(model=args.preset, random_init=True, smplx=smplx, data_root=data_root, batch_size=args.batch,
-                      num_views=args.views, max_humans=args.humans, resolutions=((w, h),), compute_dtype=args.dtype,
-                      remat=args.remat, workdir=tempfile.mkdtemp(prefix="bench_train_"),
-                      samples_per_epoch=1000 * args.batch, eval_every=0)
+    cfg = TrainConfig(
+        model=args.preset,
+        random_init=True,
+        smplx=smplx,
+        data_root=data_root,
+        batch_size=args.batch,
+        num_views=args.views,
+        max_humans=args.humans,
+        resolutions=((w, h),),
+        compute_dtype=args.dtype,
+        remat=args.remat,
+        workdir=tempfile.mkdtemp(prefix="bench_train_"),
+        samples_per_epoch=1000 * args.batch,
+        eval_every=0,
+    )
     t0 = time.perf_counter()
     trainer = Trainer(cfg, log_to_tensorboard=False)
     print(f"set-up (random init, SMPL-X): {time.perf_counter() - t0:.1f} s", flush=True)
@@ -116,10 +141,20 @@ def main() -> None:
     step_s = float(np.median(times))
     device = jax.devices()[0]
     result = {
-        "preset": args.preset, "batch": args.batch, "views": args.views, "size": [w, h], "slots": args.humans,
-        "dtype": args.dtype, "remat": args.remat, "device": device.device_kind, "platform": platform.platform(),
-        "trainable_params": trainer.n_trainable, "compile_s": round(compile_s, 1), "step_s": round(step_s, 3),
-        "steps_per_s": round(1 / step_s, 3), "frames_per_s": round(args.batch * args.views / step_s, 2),
+        "preset": args.preset,
+        "batch": args.batch,
+        "views": args.views,
+        "size": [w, h],
+        "slots": args.humans,
+        "dtype": args.dtype,
+        "remat": args.remat,
+        "device": device.device_kind,
+        "platform": platform.platform(),
+        "trainable_params": trainer.n_trainable,
+        "compile_s": round(compile_s, 1),
+        "step_s": round(step_s, 3),
+        "steps_per_s": round(1 / step_s, 3),
+        "frames_per_s": round(args.batch * args.views / step_s, 2),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "peak_device_gb": (lambda b: None if b is None else round(b / 2**30, 2))(peak_device_bytes(device)),
     }
@@ -133,10 +168,14 @@ def main() -> None:
             next(it)
         result["pipeline_batches_per_s"] = round(10 / (time.perf_counter() - t0), 2)
         it.close()
-    print(f"{'preset':14} {'batch':>5} {'views':>5} {'size':>9} {'dtype':>8} {'compile s':>9} {'s/step':>8} "
-          f"{'steps/s':>8} {'RSS GB':>7} {'dev GB':>7}")
-    print(f"{args.preset:14} {args.batch:5d} {args.views:5d} {args.size:>9} {args.dtype:>8} {result['compile_s']:9.1f} "
-          f"{step_s:8.3f} {1 / step_s:8.3f} {result['peak_rss_gb']:7.2f} {str(result['peak_device_gb']):>7}")
+    print(
+        f"{'preset':14} {'batch':>5} {'views':>5} {'size':>9} {'dtype':>8} {'compile s':>9} {'s/step':>8} "
+        f"{'steps/s':>8} {'RSS GB':>7} {'dev GB':>7}"
+    )
+    print(
+        f"{args.preset:14} {args.batch:5d} {args.views:5d} {args.size:>9} {args.dtype:>8} {result['compile_s']:9.1f} "
+        f"{step_s:8.3f} {1 / step_s:8.3f} {result['peak_rss_gb']:7.2f} {result['peak_device_gb']!s:>7}"
+    )
     if "pipeline_batches_per_s" in result:
         print(f"pipeline: {result['pipeline_batches_per_s']} batches/s")
     if args.json:

@@ -63,11 +63,14 @@ def main(argv=None):
     # 1. reconstruct: Settings.state_update takes the rule (it overrides the --ttt3r boolean).
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = args.out or Path(tmp) / "out"
-        out = reconstruct([SAMPLE], out_dir, model, Settings(max_frames=args.frames, state_update=rule),
-                          progress=False)[0]
+        out = reconstruct(
+            [SAMPLE], out_dir, model, Settings(max_frames=args.frames, state_update=rule), progress=False
+        )[0]
         summary = np.load(out / "reconstruction.npz")
-        print(f"reconstruct with {rule}: {len(summary['c2w'])} frames written to {out}"
-              + ("" if args.out else " (a temporary folder, removed on exit)"))
+        print(
+            f"reconstruct with {rule}: {len(summary['c2w'])} frames written to {out}"
+            + ("" if args.out else " (a temporary folder, removed on exit)")
+        )
         print("  camera positions:", np.round(summary["c2w"][:, :3, 3].astype(float), 4).tolist())
 
     # 2. the jitted scan, the rule against the built-in ones: how far the state moved from its initial value.
@@ -76,8 +79,10 @@ def main(argv=None):
         carry, out = scan(model, r, args.frames)
         w = np.asarray(out["taps"]["state_update_weight"])[:, 0]
         moved = float(np.abs(np.asarray(carry.state) - init).mean())
-        print(f"scan, {name:10s}: mean weight per frame {np.round(w.mean(-1).astype(float), 3).tolist()}, "
-              f"mean |state − initial| {moved:.4f}")
+        print(
+            f"scan, {name:10s}: mean weight per frame {np.round(w.mean(-1).astype(float), 3).tolist()}, "
+            f"mean |state − initial| {moved:.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ earlier checkpoint of this program (see `human3r_jax.outputs`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -153,16 +154,25 @@ def random_model(cfg: ModelConfig, seed: int = 0, dtype=None):
     return params_into(model, random_params(model, seed, as_jax=True))
 
 
-def save(out_dir: str | Path, cfg: ModelConfig, params: dict, source: dict | None = None,
-         overwrite: bool = False, inputs: tuple = ()) -> Path:
+def save(
+    out_dir: str | Path,
+    cfg: ModelConfig,
+    params: dict,
+    source: dict | None = None,
+    overwrite: bool = False,
+    inputs: tuple = (),
+) -> Path:
     """Save a nested dict of float32 arrays and the config. With `overwrite`, only an earlier
     checkpoint of this program is replaced, never a folder that is or holds one of `inputs`."""
     import orbax.checkpoint as ocp
 
     out_dir = Path(out_dir).absolute()
     outputs.check_output(out_dir, "checkpoint", overwrite, inputs)
-    bad = [path for path, leaf in flatten(params).items()
-           if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype") and np.dtype(leaf.dtype).kind in "fiub")]
+    bad = [
+        path
+        for path, leaf in flatten(params).items()
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype") and np.dtype(leaf.dtype).kind in "fiub")
+    ]
     if bad:
         raise CheckpointFormatError(f"{out_dir}: not numeric arrays, cannot save: {', '.join(bad[:10])}")
     outputs.check_free_space(out_dir.parent, sum(int(np.asarray(v).nbytes) for v in flatten(params).values()))
@@ -177,10 +187,9 @@ def save(out_dir: str | Path, cfg: ModelConfig, params: dict, source: dict | Non
         outputs.mark(tmp, "checkpoint")
         outputs.replace_dir(tmp, out_dir)
     except BaseException as e:
-        try:  # orbax writes in background threads: let them stop before removing their directory
+        # orbax writes in background threads: let them stop before removing their directory
+        with contextlib.suppress(Exception):
             ckptr.close()
-        except Exception:
-            pass
         _remove_when_quiet(tmp)
         if isinstance(e, (OSError, ValueError, RuntimeError)):  # orbax/tensorstore wrap a full or read-only disk
             raise outputs.OutputError(f"{out_dir}: cannot write the checkpoint ({_first_line(e)})") from None
@@ -252,7 +261,8 @@ def read_config(ckpt_dir: str | Path) -> tuple[ModelConfig, dict]:
     if not cfg_path.is_file():
         raise CheckpointFormatError(
             f"{ckpt_dir}: not a human3r-jax checkpoint (no config.json); convert an official .pth "
-            "with `human3r-jax convert IN.pth OUT_DIR`")
+            "with `human3r-jax convert IN.pth OUT_DIR`"
+        )
     try:
         meta = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:

@@ -1,12 +1,12 @@
 """The `human3r-jax` command.
 
-    human3r-jax reconstruct INPUT… --checkpoint CKPT --out DIR   video / image folder → cameras, scene, bodies
-    human3r-jax evaluate human|depth|pose --dataset NAME --root DATA --checkpoint CKPT --out DIR   benchmarks
-    human3r-jax view DIR                      interactive 3-D viewer of a reconstruction (needs viser)
-    human3r-jax convert IN.pth OUT_DIR        official checkpoint → our format (no PyTorch needed)
-    human3r-jax parity FIXTURE_DIR [...]      compare against a fixture of the official code
-    human3r-jax preprocess-bedlam --raw R --labels L --out O   BEDLAM release → training layout
-    human3r-jax train --config CONFIG [--set KEY=VALUE …]       fine-tune Human3R (resumes in its workdir)
+human3r-jax reconstruct INPUT… --checkpoint CKPT --out DIR   video / image folder → cameras, scene, bodies
+human3r-jax evaluate human|depth|pose --dataset NAME --root DATA --checkpoint CKPT --out DIR   benchmarks
+human3r-jax view DIR                      interactive 3-D viewer of a reconstruction (needs viser)
+human3r-jax convert IN.pth OUT_DIR        official checkpoint → our format (no PyTorch needed)
+human3r-jax parity FIXTURE_DIR [...]      compare against a fixture of the official code
+human3r-jax preprocess-bedlam --raw R --labels L --out O   BEDLAM release → training layout
+human3r-jax train --config CONFIG [--set KEY=VALUE …]       fine-tune Human3R (resumes in its workdir)
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def _preset_name(text: str) -> str:
     from human3r_jax.config import CUT3R_PRESETS, HUMAN3R_PRESETS
 
     if text not in CUT3R_PRESETS and text not in HUMAN3R_PRESETS:
-        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; known: "
-                                         f"{', '.join(sorted(HUMAN3R_PRESETS) + sorted(CUT3R_PRESETS))}")
+        raise argparse.ArgumentTypeError(
+            f"unknown preset {text!r}; known: {', '.join(sorted(HUMAN3R_PRESETS) + sorted(CUT3R_PRESETS))}"
+        )
     return text
 
 
@@ -71,9 +72,11 @@ def _train(args) -> int:
     logging.getLogger("human3r_jax").setLevel(logging.INFO)
     cfg = apply_overrides(load_config(args.config), args.set or [])
     trainer = Trainer(cfg)
-    print(f"human3r-jax train: {cfg.model}, {trainer.n_trainable:,} trainable parameters, "
-          f"{cfg.total_steps} steps of batch {cfg.batch_size} on {len(trainer.mesh.devices.flat)} device(s), "
-          f"workdir {trainer.workdir}")
+    print(
+        f"human3r-jax train: {cfg.model}, {trainer.n_trainable:,} trainable parameters, "
+        f"{cfg.total_steps} steps of batch {cfg.batch_size} on {len(trainer.mesh.devices.flat)} device(s), "
+        f"workdir {trainer.workdir}"
+    )
     trainer.run(progress=not args.quiet)
     out = trainer.export()
     print(f"trained weights -> {out}")
@@ -89,11 +92,23 @@ def _preprocess_bedlam(args) -> int:
 def _reconstruct(args) -> int:
     from human3r_jax.reconstruct import Settings, load_model, prepare, run_job
 
-    settings = Settings(size=args.size, reset_interval=args.reset_interval, ttt3r=args.ttt3r, subsample=args.subsample,
-                        max_frames=args.max_frames, conf_threshold=args.conf_threshold, glb_frame=args.glb_frame)
+    settings = Settings(
+        size=args.size,
+        reset_interval=args.reset_interval,
+        ttt3r=args.ttt3r,
+        subsample=args.subsample,
+        max_frames=args.max_frames,
+        conf_threshold=args.conf_threshold,
+        glb_frame=args.glb_frame,
+    )
     # inputs and outputs first (cheap), then the model (slow to load)
-    job = prepare(args.inputs, args.out, settings, overwrite=args.overwrite,
-                  protect=[p for p in (args.checkpoint, args.smplx) if p])
+    job = prepare(
+        args.inputs,
+        args.out,
+        settings,
+        overwrite=args.overwrite,
+        protect=[p for p in (args.checkpoint, args.smplx) if p],
+    )
     smplx = None
     if args.smplx:
         from human3r_jax.models.smplx import load_smplx
@@ -101,8 +116,11 @@ def _reconstruct(args) -> int:
         smplx = load_smplx(args.smplx)
     model = load_model(args.checkpoint, args.random_weights, args.max_humans)
     if model.random_weights:
-        print(f"human3r-jax reconstruct: RANDOM WEIGHTS ({args.random_weights}): this exercises the pipeline; "
-              "its output is meaningless.", file=sys.stderr)
+        print(
+            f"human3r-jax reconstruct: RANDOM WEIGHTS ({args.random_weights}): this exercises the pipeline; "
+            "its output is meaningless.",
+            file=sys.stderr,
+        )
     for o in run_job(job, model, settings, smplx, progress=not args.quiet):
         print(f"wrote {o} (reconstruction.npz, frames/, trajectory.tum, scene.glb, meta.json)")
     return 0
@@ -111,8 +129,15 @@ def _reconstruct(args) -> int:
 def _evaluate(args) -> int:
     from human3r_jax.evaluation.runner import EvaluationError
 
-    common = dict(checkpoint=args.checkpoint, random_weights=args.random_weights, rescore=args.rescore,
-                  reset_interval=args.reset_interval, ttt3r=args.ttt3r, size=args.size, progress=not args.quiet)
+    common = {
+        "checkpoint": args.checkpoint,
+        "random_weights": args.random_weights,
+        "rescore": args.rescore,
+        "reset_interval": args.reset_interval,
+        "ttt3r": args.ttt3r,
+        "size": args.size,
+        "progress": not args.quiet,
+    }
     if args.task == "human":
         from human3r_jax.evaluation.human import evaluate as evaluate_human
 
@@ -125,13 +150,23 @@ def _evaluate(args) -> int:
             sequences = [s.strip() for s in args.sequences.split(",") if s.strip()]
             if not sequences:
                 raise EvaluationError(f"--sequences {args.sequences!r}: no sequence name given")
-        evaluate_human(args.dataset, args.root, args.out, body_models=args.body_models, sequences=sequences,
-                       fix_quirks=args.fix_quirks, **common)
+        evaluate_human(
+            args.dataset,
+            args.root,
+            args.out,
+            body_models=args.body_models,
+            sequences=sequences,
+            fix_quirks=args.fix_quirks,
+            **common,
+        )
     else:
         from human3r_jax.evaluation.scene import evaluate
 
-        for flag, value in (("--body-models", args.body_models), ("--sequences", args.sequences),
-                            ("--fix-quirks", args.fix_quirks)):
+        for flag, value in (
+            ("--body-models", args.body_models),
+            ("--sequences", args.sequences),
+            ("--fix-quirks", args.fix_quirks),
+        ):
             if value:
                 raise EvaluationError(f"{flag} is for the human task only")
         evaluate(args.task, args.dataset, args.root, args.out, align=args.align, **common)
@@ -167,12 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("reconstruct", help="reconstruct videos or image folders (cameras, scene, SMPL-X bodies)")
-    r.add_argument("inputs", nargs="+", metavar="INPUT", help="video (mp4/mov/avi/webm) or folder of images; several "
-                                                             "inputs of one resolution run as a batch")
+    r.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video (mp4/mov/avi/webm) or folder of images; several inputs of one resolution run as a batch",
+    )
     r.add_argument("--checkpoint", help="converted checkpoint folder (human3r-jax convert) or an official .pth")
-    r.add_argument("--random-weights", nargs="?", const="human3r_tiny", metavar="PRESET", type=_preset_name,
-                   help="no checkpoint: random weights of a preset (default human3r_tiny) to try the pipeline; "
-                        "the output is meaningless")
+    r.add_argument(
+        "--random-weights",
+        nargs="?",
+        const="human3r_tiny",
+        metavar="PRESET",
+        type=_preset_name,
+        help="no checkpoint: random weights of a preset (default human3r_tiny) to try the pipeline; "
+        "the output is meaningless",
+    )
     r.add_argument("--out", required=True, help="output folder (one subfolder per input when there are several)")
     r.add_argument("--smplx", metavar="PATH", help="SMPLX_NEUTRAL.npz or its folder: world-frame body meshes")
     r.add_argument("--size", type=int, default=512, choices=[512, 224], help="model resolution rule (default 512)")
@@ -180,45 +225,85 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ttt3r", action="store_true", help="TTT3R state update (better on long videos)")
     r.add_argument("--subsample", type=positive_int, default=1, help="use every N-th frame")
     r.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
-    r.add_argument("--conf-threshold", type=finite_float, default=1.5,
-                   help="confidence of the points kept in scene.glb")
+    r.add_argument(
+        "--conf-threshold", type=finite_float, default=1.5, help="confidence of the points kept in scene.glb"
+    )
     r.add_argument("--max-humans", type=positive_int, help="human slots per frame (Human3R; default 16)")
-    r.add_argument("--glb-frame", type=nonnegative_int,
-                   help="frame whose bodies go into scene.glb (default: last with people)")
-    r.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier output of this program (kept until the new one is complete)")
+    r.add_argument(
+        "--glb-frame", type=nonnegative_int, help="frame whose bodies go into scene.glb (default: last with people)"
+    )
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier output of this program (kept until the new one is complete)",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_reconstruct)
 
-    e = sub.add_parser("evaluate", help="human mesh / video depth / camera pose benchmarks (official protocols), "
-                                        "resumable")
-    e.add_argument("task", choices=["human", "depth", "pose"],
-                   help="human: 3DPW, EMDB, RICH; depth: Bonn, KITTI, Sintel; pose: TUM, ScanNet, Sintel")
-    e.add_argument("--dataset", required=True, metavar="NAME",
-                   help="human: 3dpw, emdb1, emdb2, rich; depth: bonn, bonn_50…bonn_500, kitti, sintel; "
-                        "pose: tum, tum_50…tum_1000, scannet, sintel")
+    e = sub.add_parser(
+        "evaluate", help="human mesh / video depth / camera pose benchmarks (official protocols), resumable"
+    )
+    e.add_argument(
+        "task",
+        choices=["human", "depth", "pose"],
+        help="human: 3DPW, EMDB, RICH; depth: Bonn, KITTI, Sintel; pose: TUM, ScanNet, Sintel",
+    )
+    e.add_argument(
+        "--dataset",
+        required=True,
+        metavar="NAME",
+        help="human: 3dpw, emdb1, emdb2, rich; depth: bonn, bonn_50…bonn_500, kitti, sintel; "
+        "pose: tum, tum_50…tum_1000, scannet, sintel",
+    )
     e.add_argument("--root", required=True, metavar="DATA_DIR", help="the dataset folder (official layout)")
     e.add_argument("--checkpoint", help="converted checkpoint folder or an official .pth")
-    e.add_argument("--random-weights", nargs="?", const="human3r_tiny", metavar="PRESET", type=_preset_name,
-                   help="no checkpoint: random weights of a preset (meaningless metrics; to try the pipeline)")
-    e.add_argument("--out", required=True, help="output folder: per-sequence predictions and metrics.json; a "
-                                               "re-run into it resumes")
-    e.add_argument("--rescore", action="store_true", help="recompute the metrics from the cached predictions "
-                                                         "(no model)")
-    e.add_argument("--reset-interval", type=nonnegative_int, metavar="N",
-                   help="reset the state every N frames, 0 = never (default: the official value: 3dpw/emdb1 100, "
-                        "emdb2 50, rich never; Human3R pose 100; depth never)")
-    e.add_argument("--ttt3r", action=argparse.BooleanOptionalAction, default=None,
-                   help="TTT3R state update (default: on for Human3R, off for CUT3R, as the official scripts)")
-    e.add_argument("--align", action="append", choices=["scale", "metric", "scale&shift"],
-                   help="depth alignment, repeatable (default: the official set: Human3R scale and metric, "
-                        "CUT3R scale)")
+    e.add_argument(
+        "--random-weights",
+        nargs="?",
+        const="human3r_tiny",
+        metavar="PRESET",
+        type=_preset_name,
+        help="no checkpoint: random weights of a preset (meaningless metrics; to try the pipeline)",
+    )
+    e.add_argument(
+        "--out",
+        required=True,
+        help="output folder: per-sequence predictions and metrics.json; a re-run into it resumes",
+    )
+    e.add_argument(
+        "--rescore", action="store_true", help="recompute the metrics from the cached predictions (no model)"
+    )
+    e.add_argument(
+        "--reset-interval",
+        type=nonnegative_int,
+        metavar="N",
+        help="reset the state every N frames, 0 = never (default: the official value: 3dpw/emdb1 100, "
+        "emdb2 50, rich never; Human3R pose 100; depth never)",
+    )
+    e.add_argument(
+        "--ttt3r",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="TTT3R state update (default: on for Human3R, off for CUT3R, as the official scripts)",
+    )
+    e.add_argument(
+        "--align",
+        action="append",
+        choices=["scale", "metric", "scale&shift"],
+        help="depth alignment, repeatable (default: the official set: Human3R scale and metric, CUT3R scale)",
+    )
     e.add_argument("--size", type=int, default=512, choices=[512, 224], help="model resolution rule (official 512)")
-    e.add_argument("--body-models", metavar="DIR", help="human: the licensed SMPL / SMPL-X files (smpl/, smplx/ "
-                                                        "as the official models folder; see the README)")
+    e.add_argument(
+        "--body-models",
+        metavar="DIR",
+        help="human: the licensed SMPL / SMPL-X files (smpl/, smplx/ as the official models folder; see the README)",
+    )
     e.add_argument("--sequences", metavar="NAME,…", help="human: score only these sequences")
-    e.add_argument("--fix-quirks", action="store_true", help="human: fix the released code's 3DPW gender and RICH "
-                                                             "intrinsics quirks (not the paper's protocol)")
+    e.add_argument(
+        "--fix-quirks",
+        action="store_true",
+        help="human: fix the released code's 3DPW gender and RICH intrinsics quirks (not the paper's protocol)",
+    )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_evaluate)
 
@@ -232,26 +317,42 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("checkpoint", help="official .pth file (read without PyTorch; nothing in it is executed)")
     c.add_argument("out_dir", help="output directory (orbax parameters + config.json)")
     c.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is an earlier converted checkpoint")
-    c.add_argument("--dino-widths", type=_dino_widths, metavar="EMBED,DEPTH,HEADS",
-                   help="Human3R with a non-standard DINOv2 backbone: its widths (hub names need none)")
+    c.add_argument(
+        "--dino-widths",
+        type=_dino_widths,
+        metavar="EMBED,DEPTH,HEADS",
+        help="Human3R with a non-standard DINOv2 backbone: its widths (hub names need none)",
+    )
     c.set_defaults(func=_convert)
 
     q = sub.add_parser("parity", help="check the port against fixtures of the official code")
-    q.add_argument("fixtures", nargs="+", help="fixture folder(s): checkpoint.pth, config.json, inputs/outputs/"
-                                              "intermediates.npz")
+    q.add_argument(
+        "fixtures", nargs="+", help="fixture folder(s): checkpoint.pth, config.json, inputs/outputs/intermediates.npz"
+    )
     q.add_argument("--tol", type=positive_float, default=1e-4, help="relative L2 tolerance (default 1e-4)")
-    q.add_argument("--tol-for", action="append", metavar="NAME=TOL", type=name_and_tolerance,
-                   help="tolerance for one output/stage")
-    q.add_argument("--smplx", metavar="PATH", help="SMPL-X model (SMPLX_NEUTRAL.npz or its folder) to also compare "
-                                                  "the Human3R bodies (the fixtures used the synthetic one of "
-                                                  "shared/tools/make_fake_smplx.py --seed 0)")
+    q.add_argument(
+        "--tol-for", action="append", metavar="NAME=TOL", type=name_and_tolerance, help="tolerance for one output/stage"
+    )
+    q.add_argument(
+        "--smplx",
+        metavar="PATH",
+        help="SMPL-X model (SMPLX_NEUTRAL.npz or its folder) to also compare the Human3R bodies "
+        "(the one the fixture was made with)",
+    )
     q.set_defaults(func=_parity)
 
     t = sub.add_parser("train", help="fine-tune Human3R on BEDLAM (the official recipe by default)")
-    t.add_argument("--config", default="human3r_bedlam",
-                   help="a config file (Python, get_config()) or a bundled name: human3r_bedlam, tiny_synthetic")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value (Python literal; repeatable), e.g. --set lr=2e-4")
+    t.add_argument(
+        "--config",
+        default="human3r_bedlam",
+        help="a config file (Python, get_config()) or a bundled name: human3r_bedlam, tiny_synthetic",
+    )
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value (Python literal; repeatable), e.g. --set lr=2e-4",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar (log lines only)")
     t.set_defaults(func=_train)
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 HeadType = Literal["dpt", "linear"]
 
+
 @dataclasses.dataclass(frozen=True)
 class DinoConfig:
     """A DINOv2 ViT (hub defaults: img_size 518, patch 14, LayerScale, MLP ×4, no register tokens)."""
@@ -28,8 +29,9 @@ class DinoConfig:
     def grid(self, img_res: int) -> int:
         """Token-grid side for a square input of side `img_res` (a multiple of the patch size)."""
         if img_res <= 0 or img_res % self.patch_size:
-            raise ValueError(f"DINOv2 input side {img_res} is not a positive multiple of the patch size "
-                             f"{self.patch_size}")
+            raise ValueError(
+                f"DINOv2 input side {img_res} is not a positive multiple of the patch size {self.patch_size}"
+            )
         return img_res // self.patch_size
 
 
@@ -47,12 +49,11 @@ def dino_preset(name: str) -> DinoConfig:
         raise ValueError(f"unknown DINOv2 backbone {name!r}; known: {sorted(DINO_PRESETS)}") from None
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Cut3rConfig:
     """CUT3R (`ARCroco3DStereo` with `output_mode='pts3d+pose'`).
 
-    Defaults are the released `cut3r_512_dpt_4_64` model (spec §1.1).
+    Defaults are the released `cut3r_512_dpt_4_64` model.
     """
 
     patch_size: int = 16
@@ -77,7 +78,7 @@ class Cut3rConfig:
     dpt_layer_dims: tuple[int, int, int, int] = (96, 192, 384, 768)
     dpt_feature_dim: int = 256
     dpt_last_dim: int = 128
-    # Reproduce the official encoder's float16 rounding of q and k around RoPE (spec §3.3).
+    # Reproduce the official encoder's float16 rounding of q and k around RoPE.
     encoder_fp16_qk: bool = True
 
     def __post_init__(self):
@@ -111,9 +112,18 @@ CUT3R_PRESETS: dict[str, Cut3rConfig] = {
     "cut3r_224_linear_4": Cut3rConfig(head_type="linear"),
     # Tiny widths used by the parity fixtures and tests.
     "cut3r_tiny": Cut3rConfig(
-        enc_embed_dim=128, enc_depth=2, enc_num_heads=4, dec_embed_dim=96, dec_depth=4,
-        dec_num_heads=3, state_dec_num_heads=4, state_size=16, local_mem_size=16,
-        dpt_layer_dims=(8, 16, 32, 64), dpt_feature_dim=32, dpt_last_dim=16,
+        enc_embed_dim=128,
+        enc_depth=2,
+        enc_num_heads=4,
+        dec_embed_dim=96,
+        dec_depth=4,
+        dec_num_heads=3,
+        state_dec_num_heads=4,
+        state_size=16,
+        local_mem_size=16,
+        dpt_layer_dims=(8, 16, 32, 64),
+        dpt_feature_dim=32,
+        dpt_last_dim=16,
     ),
 }
 
@@ -128,7 +138,7 @@ def cut3r_preset(name: str) -> Cut3rConfig:
 @dataclasses.dataclass(frozen=True)
 class Human3rConfig:
     """Human3R = CUT3R + a DINOv2 human-prior encoder on the padded square image (side `img_res`),
-    human prompt tokens and SMPL-X heads (spec §1.2, §4). Defaults: the released `human3r_896L`.
+    human prompt tokens and SMPL-X heads. Defaults: the released `human3r_896L`.
 
     max_humans: human slots per frame under jit (the official model appends every detection; with
       more detections than slots the highest-scoring ones are kept and `n_detected` says so).
@@ -155,8 +165,13 @@ HUMAN3R_PRESETS: dict[str, Human3rConfig] = {
     "human3r_672B": Human3rConfig(dino=DINO_PRESETS["dinov2_vitb14"], img_res=672),
     "human3r_672S": Human3rConfig(dino=DINO_PRESETS["dinov2_vits14"], img_res=672),
     # the widths of the tiny parity fixture (its DINOv2 is not a hub model)
-    "human3r_tiny": Human3rConfig(cut3r=CUT3R_PRESETS["cut3r_tiny"], dino=DinoConfig(embed_dim=64, depth=2, num_heads=2),
-                                  img_res=112, max_humans=4, track_capacity=16),
+    "human3r_tiny": Human3rConfig(
+        cut3r=CUT3R_PRESETS["cut3r_tiny"],
+        dino=DinoConfig(embed_dim=64, depth=2, num_heads=2),
+        img_res=112,
+        max_humans=4,
+        track_capacity=16,
+    ),
 }
 
 

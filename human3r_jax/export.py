@@ -36,8 +36,8 @@ class PersonField:
 
     dtype: type
     shape: tuple[int, ...]  # one person's
-    about: str              # its description in FRAME_KEYS
-    summary: str = ""       # what SUMMARY_KEYS adds to the shape, if anything
+    about: str  # its description in FRAME_KEYS
+    summary: str = ""  # what SUMMARY_KEYS adds to the shape, if anything
     empty: int = 0
 
 
@@ -45,12 +45,16 @@ class PersonField:
 PERSON_FIELDS = {
     "smpl_id": PersonField(np.int64, (), "track id of each person", "(−1 empty)", empty=-1),
     "smpl_score": PersonField(np.float32, (), "detection score"),
-    "smpl_rotmat": PersonField(np.float32, (53, 3, 3), "rotations: 0 global (camera frame), 1–21 body, "
-                               "22–36 left hand, 37–51 right hand, 52 jaw"),
+    "smpl_rotmat": PersonField(
+        np.float32,
+        (53, 3, 3),
+        "rotations: 0 global (camera frame), 1–21 body, 22–36 left hand, 37–51 right hand, 52 jaw",
+    ),
     "smpl_shape": PersonField(np.float32, (10,), "SMPL-X betas"),
     "smpl_expression": PersonField(np.float32, (10,), "SMPL-X expression"),
-    "smpl_transl": PersonField(np.float32, (3,), "head joint (SMPL-X joint 15) in the camera frame",
-                               "head joint, camera frame"),
+    "smpl_transl": PersonField(
+        np.float32, (3,), "head joint (SMPL-X joint 15) in the camera frame", "head joint, camera frame"
+    ),
 }
 
 
@@ -75,7 +79,9 @@ SUMMARY_KEYS = {
     "frame_index": "[F] frame number in the input (before --subsample)",
     "frame_name": "[F] file name, or frame_NNNNNN for videos",
     "time": "[F] seconds (videos) or frame number (images)",
-    "c2w": "[F, 4, 4]", "intrinsics": "[F, 3, 3]", "image_size": "[2] model resolution (H, W)",
+    "c2w": "[F, 4, 4]",
+    "intrinsics": "[F, 3, 3]",
+    "image_size": "[2] model resolution (H, W)",
     "smpl_valid": "[F, S] slot holds a person",
     **{k: " ".join(filter(None, (_dims(("F", "S"), f.shape), f.summary))) for k, f in PERSON_FIELDS.items()},
     "smpl_transl_world": "[F, S, 3] head joint, world frame",
@@ -117,8 +123,21 @@ def load_tum(path: Path) -> np.ndarray:
     return np.loadtxt(path, comments="#", ndmin=2)
 
 
-TRACK_COLOURS = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-                          [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128]], np.uint8)
+TRACK_COLOURS = np.array(
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+        [0, 128, 128],
+    ],
+    np.uint8,
+)
 
 
 def track_colour(track_id: int) -> np.ndarray:

@@ -9,9 +9,17 @@ def quat_to_matrix(q):
     """Real-first quaternions [..., 4] → rotation matrices [..., 3, 3] (2/‖q‖² form of the original)."""
     r, i, j, k = (q[..., n] for n in range(4))
     two_s = 2.0 / (q * q).sum(-1)
-    m = [1 - two_s * (j * j + k * k), two_s * (i * j - k * r), two_s * (i * k + j * r),
-         two_s * (i * j + k * r), 1 - two_s * (i * i + k * k), two_s * (j * k - i * r),
-         two_s * (i * k - j * r), two_s * (j * k + i * r), 1 - two_s * (i * i + j * j)]
+    m = [
+        1 - two_s * (j * j + k * k),
+        two_s * (i * j - k * r),
+        two_s * (i * k + j * r),
+        two_s * (i * j + k * r),
+        1 - two_s * (i * i + k * k),
+        two_s * (j * k - i * r),
+        two_s * (i * k - j * r),
+        two_s * (j * k + i * r),
+        1 - two_s * (i * i + j * j),
+    ]
     return jnp.stack(m, -1).reshape(q.shape[:-1] + (3, 3))
 
 
@@ -28,19 +36,46 @@ def transform_points(c2w, pts):
     return jnp.einsum("bij,bhwj->bhwi", c2w[:, :3, :3], pts) + c2w[:, None, None, :3, 3]
 
 
-
-
 def matrix_to_quat(r):
     """Rotation matrices [..., 3, 3] → unit quaternions (w, x, y, z) with w ≥ 0 (Shepperd: the
     branch of the largest of w, x, y, z, as roma)."""
     m00, m11, m22 = r[..., 0, 0], r[..., 1, 1], r[..., 2, 2]
     trace = m00 + m11 + m22
-    cands = jnp.stack([
-        jnp.stack([1 + trace, r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1),
-        jnp.stack([r[..., 2, 1] - r[..., 1, 2], 1 + m00 - m11 - m22, r[..., 0, 1] + r[..., 1, 0], r[..., 0, 2] + r[..., 2, 0]], -1),
-        jnp.stack([r[..., 0, 2] - r[..., 2, 0], r[..., 0, 1] + r[..., 1, 0], 1 - m00 + m11 - m22, r[..., 1, 2] + r[..., 2, 1]], -1),
-        jnp.stack([r[..., 1, 0] - r[..., 0, 1], r[..., 0, 2] + r[..., 2, 0], r[..., 1, 2] + r[..., 2, 1], 1 - m00 - m11 + m22], -1),
-    ], -2)  # [..., 4 branches, (w, x, y, z)]
+    cands = jnp.stack(
+        [
+            jnp.stack(
+                [1 + trace, r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1
+            ),
+            jnp.stack(
+                [
+                    r[..., 2, 1] - r[..., 1, 2],
+                    1 + m00 - m11 - m22,
+                    r[..., 0, 1] + r[..., 1, 0],
+                    r[..., 0, 2] + r[..., 2, 0],
+                ],
+                -1,
+            ),
+            jnp.stack(
+                [
+                    r[..., 0, 2] - r[..., 2, 0],
+                    r[..., 0, 1] + r[..., 1, 0],
+                    1 - m00 + m11 - m22,
+                    r[..., 1, 2] + r[..., 2, 1],
+                ],
+                -1,
+            ),
+            jnp.stack(
+                [
+                    r[..., 1, 0] - r[..., 0, 1],
+                    r[..., 0, 2] + r[..., 2, 0],
+                    r[..., 1, 2] + r[..., 2, 1],
+                    1 - m00 - m11 + m22,
+                ],
+                -1,
+            ),
+        ],
+        -2,
+    )  # [..., 4 branches, (w, x, y, z)]
     best = jnp.argmax(jnp.stack([trace, m00, m11, m22], -1), axis=-1)
     q = jnp.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
     q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
@@ -85,5 +120,6 @@ def inverse_rigid(T):
     R, t = T[..., :3, :3], T[..., :3, 3]
     Rt = jnp.swapaxes(R, -1, -2)
     top = jnp.concatenate([Rt, -jnp.einsum("...ij,...j->...i", Rt, t)[..., None]], axis=-1)
-    return jnp.concatenate([top, jnp.broadcast_to(jnp.asarray([0, 0, 0, 1], T.dtype), top.shape[:-2] + (1, 4))],
-                           axis=-2)
+    return jnp.concatenate(
+        [top, jnp.broadcast_to(jnp.asarray([0, 0, 0, 1], T.dtype), top.shape[:-2] + (1, 4))], axis=-2
+    )

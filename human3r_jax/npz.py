@@ -33,8 +33,9 @@ def open_npz(path: str | Path, error: type[Exception]) -> np.lib.npyio.NpzFile:
     return npz
 
 
-def read_entry(npz: np.lib.npyio.NpzFile, path: str | Path, key: str, error: type[Exception],
-               skip_pickled: bool = False) -> np.ndarray | None:
+def read_entry(
+    npz: np.lib.npyio.NpzFile, path: str | Path, key: str, error: type[Exception], skip_pickled: bool = False
+) -> np.ndarray | None:
     """Entry `key` of an open archive; an object array raises, or gives None with `skip_pickled`."""
     try:
         return npz[key]
@@ -43,12 +44,14 @@ def read_entry(npz: np.lib.npyio.NpzFile, path: str | Path, key: str, error: typ
             raise error(f"{path}: entry {key!r} is corrupt or truncated ({type(e).__name__}: {e})") from None
         if skip_pickled:
             return None
-        raise error(f"{path}: entry {key!r} holds Python objects; it is not read because unpickling "
-                    "can run code") from None
+        raise error(
+            f"{path}: entry {key!r} holds Python objects; it is not read because unpickling can run code"
+        ) from None
 
 
-def read_npz(path: str | Path, error: type[Exception], keys: Sequence[str] | None = None,
-             optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def read_npz(
+    path: str | Path, error: type[Exception], keys: Sequence[str] | None = None, optional: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
     """The entries `keys` (default: all) of the .npz file `path`, and those of `optional` it holds,
     read without pickle."""
     with open_npz(path, error) as npz:

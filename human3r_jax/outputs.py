@@ -17,17 +17,27 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from human3r_jax.errors import Human3rError
 
 MARKER = ".human3r-jax"
 
 # The datasets `human3r-jax evaluate` knows: each one's cache folder sits at the top of an evaluation output.
-EVALUATION_DATASETS = ("bonn", *(f"bonn_{n}" for n in range(50, 501, 50)), "kitti", "sintel", "tum",
-                       *(f"tum_{n}" for n in (50, 100, 150, 200, 300, 400, 500, 600, 700, 800, 900, 1000)),
-                       "scannet", "3dpw", "emdb1", "emdb2", "rich")
+EVALUATION_DATASETS = (
+    "bonn",
+    *(f"bonn_{n}" for n in range(50, 501, 50)),
+    "kitti",
+    "sintel",
+    "tum",
+    *(f"tum_{n}" for n in (50, 100, 150, 200, 300, 400, 500, 600, 700, 800, 900, 1000)),
+    "scannet",
+    "3dpw",
+    "emdb1",
+    "emdb2",
+    "rich",
+)
 
 # What each kind of output holds at its top level (anything else is the user's and is never deleted).
 CONTENTS = {
@@ -38,8 +48,10 @@ CONTENTS = {
 }
 # Inside sub-folders whose contents are ours to check (orbax's `params/` layout is its own).
 _CACHE = re.compile(r"[^/]+\.npz|settings\.json|3dpw_test\.pkl")  # an evaluation's per-dataset folder
-SUB_CONTENTS = {("reconstruction", "frames"): re.compile(r"\d{6,}\.npz"),
-                **{("evaluation", name): _CACHE for name in EVALUATION_DATASETS}}
+SUB_CONTENTS = {
+    ("reconstruction", "frames"): re.compile(r"\d{6,}\.npz"),
+    **{("evaluation", name): _CACHE for name in EVALUATION_DATASETS},
+}
 _TEMPORARY = re.compile(r"\..+\.tmp")  # export.atomic_write's in-flight files
 
 
@@ -69,8 +81,10 @@ def mark(folder: Path, kind: str) -> None:
 
 
 # Outputs written before the marker existed are recognised by their own description file.
-_LEGACY = {"reconstruction": ("meta.json", lambda d: "schema_version" in d and "files" in d),
-           "checkpoint": ("config.json", lambda d: d.get("format") == "human3r-jax")}
+_LEGACY = {
+    "reconstruction": ("meta.json", lambda d: "schema_version" in d and "files" in d),
+    "checkpoint": ("config.json", lambda d: d.get("format") == "human3r-jax"),
+}
 
 
 def _read_json(path: Path) -> dict:
@@ -134,15 +148,21 @@ def check_output(out: Path, kind: str, overwrite: bool, inputs: Iterable[str | P
     if not any(out.iterdir()):
         return False
     if not overwrite:
-        raise OutputError(f"{out}: exists and is not empty; choose another output folder or pass --overwrite "
-                          "(which replaces only an earlier output of this program)")
+        raise OutputError(
+            f"{out}: exists and is not empty; choose another output folder or pass --overwrite "
+            "(which replaces only an earlier output of this program)"
+        )
     if not is_marked(out, kind):
-        raise OutputError(f"{out}: not a {kind} written by human3r-jax (no {MARKER} marker), so --overwrite "
-                          "will not replace it; choose another output folder")
+        raise OutputError(
+            f"{out}: not a {kind} written by human3r-jax (no {MARKER} marker), so --overwrite "
+            "will not replace it; choose another output folder"
+        )
     foreign = _foreign_entry(out, kind)
     if foreign is not None:
-        raise OutputError(f"{out}: holds {foreign.relative_to(out)}, which human3r-jax did not write; "
-                          "move it away or choose another output folder (--overwrite replaces only its own files)")
+        raise OutputError(
+            f"{out}: holds {foreign.relative_to(out)}, which human3r-jax did not write; "
+            "move it away or choose another output folder (--overwrite replaces only its own files)"
+        )
     return True
 
 
@@ -179,5 +199,4 @@ def check_free_space(folder: Path, nbytes: int) -> None:
     free = shutil.disk_usage(folder).free
     need = int(nbytes * 1.05) + (1 << 20)
     if free < need:
-        raise OutputError(f"{folder}: not enough free space ({free / 2**20:.1f} MB free, "
-                          f"{need / 2**20:.1f} MB needed)")
+        raise OutputError(f"{folder}: not enough free space ({free / 2**20:.1f} MB free, {need / 2**20:.1f} MB needed)")

@@ -1,7 +1,7 @@
 """Parity of our port against a fixture made by running the official PyTorch code.
 
 A fixture folder holds `checkpoint.pth`, `config.json`, `inputs.npz`, `outputs.npz` and
-`intermediates.npz` (format of `shared/fixtures`). The model config comes from the checkpoint
+`intermediates.npz` (the arrays `load_fixture` reads). The model config comes from the checkpoint
 (constructor string + tensor shapes); only the run settings come from `config.json`. Every output
 and intermediate that we produce is compared by relative L2 error ‖ours − ref‖ / ‖ref‖ over all
 views; rows are listed in data-flow order so the first failing row names the first stage that departs.
@@ -32,14 +32,61 @@ FILES = ("checkpoint.pth", "config.json", "inputs.npz", "outputs.npz", "intermed
 POS_Z_EPS = 1e-5
 
 STAGES = [
-    "patch_embed", "patch_pos", r"enc_block\d+", "enc_out", "dino_input", "dino_pos_embed", "dino_patch_embed",
-    r"dino_block\d+", "dino_tokens", "det_logits", "smpl_scores", "n_humans", "det_offset", "smpl_loc", "human_pos",
-    "fuse_in", "human_prompt", "dec_embed_img", "state_init", "mem_init", "state_in",
-    "mem_in", "state_pos", "pose_query", "dec_in_tokens", "dec_in_pos", r"dec_state_l\d+", r"dec_img_l\d+",
-    "dec_img_final", r"ttt3r_\w+", "state_candidate", "mem_candidate", "pose_raw", "final_transform_out", r"dpt_\w+_raw",
-    r"lin_\w+_tokens", r"lin_\w+_raw", "camera_pose", "pts3d_in_self_view", "conf_self", "rgb",
-    "pts3d_in_other_view", "conf", "smpl_readout", r"dec\w+_raw", "smpl_rotmat", "smpl_shape", "smpl_expression",
-    "smpl_transl", "smpl_id", "msk", "state_out", "mem_out", r"post_\w+", "smplx_faces",
+    "patch_embed",
+    "patch_pos",
+    r"enc_block\d+",
+    "enc_out",
+    "dino_input",
+    "dino_pos_embed",
+    "dino_patch_embed",
+    r"dino_block\d+",
+    "dino_tokens",
+    "det_logits",
+    "smpl_scores",
+    "n_humans",
+    "det_offset",
+    "smpl_loc",
+    "human_pos",
+    "fuse_in",
+    "human_prompt",
+    "dec_embed_img",
+    "state_init",
+    "mem_init",
+    "state_in",
+    "mem_in",
+    "state_pos",
+    "pose_query",
+    "dec_in_tokens",
+    "dec_in_pos",
+    r"dec_state_l\d+",
+    r"dec_img_l\d+",
+    "dec_img_final",
+    r"ttt3r_\w+",
+    "state_candidate",
+    "mem_candidate",
+    "pose_raw",
+    "final_transform_out",
+    r"dpt_\w+_raw",
+    r"lin_\w+_tokens",
+    r"lin_\w+_raw",
+    "camera_pose",
+    "pts3d_in_self_view",
+    "conf_self",
+    "rgb",
+    "pts3d_in_other_view",
+    "conf",
+    "smpl_readout",
+    r"dec\w+_raw",
+    "smpl_rotmat",
+    "smpl_shape",
+    "smpl_expression",
+    "smpl_transl",
+    "smpl_id",
+    "msk",
+    "state_out",
+    "mem_out",
+    r"post_\w+",
+    "smplx_faces",
 ]
 
 
@@ -75,17 +122,24 @@ class Report:
         return next((r for r in self.rows if not r.ok), None)
 
     def table(self) -> str:
-        lines = [f"parity: {self.fixture}", f"{'stage / output':28s} {'rel L2':>10s} {'max |diff|':>11s} {'tol':>8s}  ok"]
+        lines = [
+            f"parity: {self.fixture}",
+            f"{'stage / output':28s} {'rel L2':>10s} {'max |diff|':>11s} {'tol':>8s}  ok",
+        ]
         for r in self.rows:
-            lines.append(f"{r.name:28s} {r.rel:10.2e} {r.max_abs:11.2e} {r.tol:8.0e}  {'yes' if r.ok else 'NO'}"
-                         + (f"  ({r.note})" if r.note else ""))
+            lines.append(
+                f"{r.name:28s} {r.rel:10.2e} {r.max_abs:11.2e} {r.tol:8.0e}  {'yes' if r.ok else 'NO'}"
+                + (f"  ({r.note})" if r.note else "")
+            )
         if self.skipped:
             lines.append(f"not compared: {', '.join(self.skipped)}")
         lines.extend(f"note: {n}" for n in self.notes)
         worst = max(self.rows, key=lambda r: r.rel / r.tol)
         first = self.first_failure()
-        lines.append(f"{len(self.rows)} compared, worst {worst.name} {worst.rel:.2e}; "
-                     + ("PASS" if self.ok else f"FAIL (first departure: {first.name})"))
+        lines.append(
+            f"{len(self.rows)} compared, worst {worst.name} {worst.rel:.2e}; "
+            + ("PASS" if self.ok else f"FAIL (first departure: {first.name})")
+        )
         return "\n".join(lines)
 
 
@@ -144,16 +198,34 @@ def _dino_override(fcfg: dict) -> DinoConfig | None:
     over = (fcfg.get("width_overrides") or {}).get("dinov2") or {}
     if not over:
         return None
-    (name, d), = over.items()
-    return DinoConfig(embed_dim=d["embed_dim"], depth=d["depth"], num_heads=d["num_heads"],
-                      patch_size=d.get("patch_size", 14), mlp_ratio=d.get("mlp_ratio", 4),
-                      interpolate_offset=d.get("interpolate_offset", 0.1))
+    ((_name, d),) = over.items()
+    return DinoConfig(
+        embed_dim=d["embed_dim"],
+        depth=d["depth"],
+        num_heads=d["num_heads"],
+        patch_size=d.get("patch_size", 14),
+        mlp_ratio=d.get("mlp_ratio", 4),
+        interpolate_offset=d.get("interpolate_offset", 0.1),
+    )
 
 
 # Per-human arrays ([V, nmax, …] in the fixture, zero-padded) and decoder sequences ([V, 1+N+nmax, …]).
-HUMAN_KEYS = ("smpl_loc", "smpl_rotmat", "smpl_shape", "smpl_expression", "smpl_transl", "det_offset", "fuse_in",
-              "human_prompt", "smpl_readout", "decpose_raw", "decshape_raw", "decexpression_raw", "deccam_raw",
-              "human_pos")
+HUMAN_KEYS = (
+    "smpl_loc",
+    "smpl_rotmat",
+    "smpl_shape",
+    "smpl_expression",
+    "smpl_transl",
+    "det_offset",
+    "fuse_in",
+    "human_prompt",
+    "smpl_readout",
+    "decpose_raw",
+    "decshape_raw",
+    "decexpression_raw",
+    "deccam_raw",
+    "human_pos",
+)
 SEQUENCE_KEYS = ("dec_in_tokens", "dec_in_pos", "dec_img_final", r"dec_img_l\d+")
 
 
@@ -169,8 +241,10 @@ def _human_views(ours: dict, refs: dict, n_img: int) -> tuple[dict, list[str]]:
     n_ours, n_ref = valid.sum(1), refs["n_humans"]
     nmax = int(n_ref.max()) if len(n_ref) else 0
     if not np.array_equal(n_ours, n_ref):
-        return {}, [f"human counts differ (ours {[int(n) for n in n_ours]}, reference {[int(n) for n in n_ref]}): "
-                    "per-human rows not compared"]
+        return {}, [
+            f"human counts differ (ours {[int(n) for n in n_ours]}, reference {[int(n) for n in n_ref]}): "
+            "per-human rows not compared"
+        ]
     if valid.shape[1] < nmax:
         raise FixtureError(f"the fixture has {nmax} humans in a view, more than our {valid.shape[1]} slots")
     out = {k: _slots_like(ours[k], valid, nmax) for k in HUMAN_KEYS if k in ours}
@@ -188,7 +262,9 @@ def _human_rows(ours: dict, out: dict, refs: dict, post: dict, hw, smplx_path) -
     layout; where the human counts differ, drop everything that depends on them. Returns notes."""
     per_human, notes = _human_views(ours, refs, ours["patch_embed"].shape[1])
     if notes:  # counts differ: nothing that depends on them can be compared
-        for k in [k for k in ours if k in HUMAN_KEYS or k == "smpl_id" or any(re.fullmatch(p, k) for p in SEQUENCE_KEYS)]:
+        for k in [
+            k for k in ours if k in HUMAN_KEYS or k == "smpl_id" or any(re.fullmatch(p, k) for p in SEQUENCE_KEYS)
+        ]:
             del ours[k]
         return notes
     ours.update(per_human)
@@ -206,8 +282,9 @@ def _human_rows(ours: dict, out: dict, refs: dict, post: dict, hw, smplx_path) -
     return notes
 
 
-def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | None = None,
-                smplx_path: str | Path | None = None) -> Report:
+def run_fixture(
+    path: str | Path, tol: float = 1e-4, tols: dict[str, float] | None = None, smplx_path: str | Path | None = None
+) -> Report:
     """Convert, run and compare one fixture. `smplx_path`: an SMPL-X model (the synthetic file the
     fixture used) to also compare the bodies' vertices and joints."""
     fx = load_fixture(path)
@@ -223,8 +300,7 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
     # reset and its demo chains the segments; CUT3R's `forward_recurrent` reads the reset pose memory.
     human3r_loop = "lighter" in str(fcfg.get("official", {}).get("loop", "")) or kind == "human3r"
     rule = state_update.ttt3r if run.get("use_ttt3r", False) else state_update.cut3r
-    opts = StepOptions(rgb=True, cross=True, state_update=rule,
-                       pose_token_after_reset=human3r_loop, taps=True)
+    opts = StepOptions(rgb=True, cross=True, state_update=rule, pose_token_after_reset=human3r_loop, taps=True)
     frames = _views(inputs)
     carry0 = runtime.init_carry(graphdef, state, 1)
     _, out = runtime.run_sequence(graphdef, state, carry0, frames, opts)
@@ -249,8 +325,10 @@ def run_fixture(path: str | Path, tol: float = 1e-4, tols: dict[str, float] | No
         keep = np.abs(raw[:, 2]) >= POS_Z_EPS  # [V, H, W]
         masks["lin_self_raw"] = np.broadcast_to(keep[:, None], raw.shape)
         masks["pts3d_in_self_view"] = np.broadcast_to(keep[..., None], keep.shape + (3,))
-        notes.append(f"linear head: {int((~keep).sum())} pixel(s) with |raw z| < {POS_Z_EPS:g} masked in "
-                     "lin_self_raw / pts3d_in_self_view / post_pts3d_world (float32 noise can flip sign(z))")
+        notes.append(
+            f"linear head: {int((~keep).sum())} pixel(s) with |raw z| < {POS_Z_EPS:g} masked in "
+            "lin_self_raw / pts3d_in_self_view / post_pts3d_world (float32 noise can flip sign(z))"
+        )
 
     reset = np.asarray(inputs["reset"])
     post = runtime.postprocess(ours["camera_pose"], ours["pts3d_in_self_view"], reset, chain=human3r_loop)

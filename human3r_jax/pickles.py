@@ -20,10 +20,14 @@ import numpy as np
 
 # numpy's pickled arrays need only these (numpy 1.x and 2.x module names; protocol 5 uses _frombuffer)
 _NUMPY = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
 }
 _BUILTINS = {"object": object, "dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
 MAX_DENSE = 200_000_000  # elements a stand-in may expand to (the SMPL regressor: 24 × 6890)
@@ -78,7 +82,7 @@ class _Unpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
         if module.startswith("numpy.core."):  # numpy 2 moved numpy.core to numpy._core
             try:
-                return getattr(importlib.import_module("numpy._core." + module[len("numpy.core."):]), name)
+                return getattr(importlib.import_module("numpy._core." + module[len("numpy.core.") :]), name)
             except ImportError:
                 pass
         return getattr(importlib.import_module(module), name)
@@ -99,8 +103,19 @@ def load_pickle(path: str | Path, error: type[Exception], *, encoding: str = "AS
     try:
         _check_pickle(data)
         return _Unpickler(io.BytesIO(data), encoding=encoding).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError, TypeError,
-            ValueError, MemoryError, RecursionError, UnicodeDecodeError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+        TypeError,
+        ValueError,
+        MemoryError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as e:
         raise error(f"{path}: not a readable pickle of arrays ({e})") from None
 
 
@@ -133,7 +148,7 @@ def _dense(s: dict, fmt: str, where: str, error: type[Exception]) -> np.ndarray:
     out = np.zeros((rows, cols), np.float64)
     if fmt == "coo":
         coords = s.get("coords")
-        r, c = (coords if isinstance(coords, tuple) and len(coords) == 2 else (s.get("row"), s.get("col")))
+        r, c = coords if isinstance(coords, tuple) and len(coords) == 2 else (s.get("row"), s.get("col"))
         if not (isinstance(r, np.ndarray) and isinstance(c, np.ndarray) and len(r) == len(c) == len(data)):
             raise error(f"{where}: a COO matrix with inconsistent row/col/data")
         if len(r) and (r.min() < 0 or r.max() >= rows or c.min() < 0 or c.max() >= cols):
@@ -143,8 +158,12 @@ def _dense(s: dict, fmt: str, where: str, error: type[Exception]) -> np.ndarray:
     indices, indptr = s.get("indices"), s.get("indptr")
     major = cols if fmt == "csc" else rows
     minor = rows if fmt == "csc" else cols
-    if not (isinstance(indices, np.ndarray) and isinstance(indptr, np.ndarray) and len(indptr) == major + 1
-            and len(indices) == len(data)):
+    if not (
+        isinstance(indices, np.ndarray)
+        and isinstance(indptr, np.ndarray)
+        and len(indptr) == major + 1
+        and len(indices) == len(data)
+    ):
         raise error(f"{where}: a {fmt.upper()} matrix with inconsistent indices/indptr/data")
     indptr = indptr.astype(np.int64)
     if indptr[0] != 0 or indptr[-1] != len(data) or (np.diff(indptr) < 0).any():

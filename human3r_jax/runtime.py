@@ -23,13 +23,13 @@ from human3r_jax.models.smplx import SmplxOutput, bodies_in_camera, to_world
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def step(graphdef, params, carry: Carry, frame: Frame, opts: StepOptions = StepOptions()):  # noqa: B008
+def step(graphdef, params, carry: Carry, frame: Frame, opts: StepOptions = StepOptions()):
     """One online step (compiled once per graphdef, options and input shape)."""
     return nnx.merge(graphdef, params).step(carry, frame, opts)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def run_sequence(graphdef, params, carry: Carry, frames: Frame, opts: StepOptions = StepOptions()):  # noqa: B008
+def run_sequence(graphdef, params, carry: Carry, frames: Frame, opts: StepOptions = StepOptions()):
     """`lax.scan` of `step` over views: frames.img [T, B, H, W, 3], flags [T, B]; outputs stacked on T."""
     model = nnx.merge(graphdef, params)
     return jax.lax.scan(lambda c, f: model.step(c, f, opts), carry, frames)
@@ -163,8 +163,9 @@ def postprocess_humans(out: dict, view_index: np.ndarray, c2w: np.ndarray, hw: t
     res = {
         "n_humans": valid.sum(1),
         "smpl_id": np.where(valid, np.asarray(out["smpl_id"])[view_index], -1),
-        "smpl_rotvec": np.where(valid[..., None, None],
-                                np.asarray(rotmat_to_rotvec(jnp.asarray(out["smpl_rotmat"])[view_index])), 0),
+        "smpl_rotvec": np.where(
+            valid[..., None, None], np.asarray(rotmat_to_rotvec(jnp.asarray(out["smpl_rotmat"])[view_index])), 0
+        ),
     }
     if "msk" in out:
         res["msk"] = np.asarray(unpad_image(jnp.asarray(out["msk"])[view_index], *hw))[..., 0]

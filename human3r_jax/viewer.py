@@ -90,8 +90,10 @@ def _resolve(host: str, port: int, timeout: float) -> list[tuple]:
         e = found["error"]
         raise ViewerError(f"--host {host}: cannot resolve ({getattr(e, 'strerror', None) or e})")
     if "infos" not in found:
-        raise ViewerError(f"--host {host}: no answer from the name lookup within {timeout:g} s "
-                          "(no network? give an address such as 127.0.0.1)")
+        raise ViewerError(
+            f"--host {host}: no answer from the name lookup within {timeout:g} s "
+            "(no network? give an address such as 127.0.0.1)"
+        )
     return found["infos"]
 
 
@@ -232,9 +234,14 @@ class SceneViewer:
                 continue
             c2w, k = self.summary["c2w"][j], self.summary["intrinsics"][j]
             self.handles[name] = scene.add_camera_frustum(
-                name, fov=float(2 * np.arctan2(h / 2, drawing_focal(k, h, w))), aspect=w / h, scale=0.05,
+                name,
+                fov=float(2 * np.arctan2(h / 2, drawing_focal(k, h, w))),
+                aspect=w / h,
+                scale=0.05,
                 color=(230, 30, 30) if j == i else (120, 120, 120),
-                wxyz=tuple(np.asarray(matrix_to_quat(c2w[:3, :3]))), position=tuple(c2w[:3, 3]))
+                wxyz=tuple(np.asarray(matrix_to_quat(c2w[:3, :3]))),
+                position=tuple(c2w[:3, 3]),
+            )
 
     def stop(self) -> None:
         self.server.stop()

@@ -21,21 +21,25 @@ def scene(rng: np.random.Generator) -> np.ndarray:
     ys, xs = np.mgrid[0:hs, 0:ws] / 20.0
     y0, x0 = ys.astype(int), xs.astype(int)
     fy, fx = (ys - y0)[..., None], (xs - x0)[..., None]
-    tex = (low[y0, x0] * (1 - fy) * (1 - fx) + low[y0 + 1, x0] * fy * (1 - fx)
-           + low[y0, x0 + 1] * (1 - fy) * fx + low[y0 + 1, x0 + 1] * fy * fx)
+    tex = (
+        low[y0, x0] * (1 - fy) * (1 - fx)
+        + low[y0 + 1, x0] * fy * (1 - fx)
+        + low[y0, x0 + 1] * (1 - fy) * fx
+        + low[y0 + 1, x0 + 1] * fy * fx
+    )
     sky = np.linspace([0.55, 0.7, 0.9], [0.9, 0.85, 0.7], hs)[:, None, :]
     img = 0.55 * sky + 0.45 * tex
-    img[hs * 2 // 3:] = 0.35 * img[hs * 2 // 3:] + 0.65 * np.array([0.35, 0.3, 0.25])  # ground
+    img[hs * 2 // 3 :] = 0.35 * img[hs * 2 // 3 :] + 0.65 * np.array([0.35, 0.3, 0.25])  # ground
     for _ in range(14):
         x, y = rng.integers(0, ws - 60), rng.integers(hs // 3, hs * 2 // 3)
         w, h = rng.integers(20, 60), rng.integers(30, 80)
-        img[y:y + h, x:x + w] = rng.uniform(0.1, 0.9, size=3)
+        img[y : y + h, x : x + w] = rng.uniform(0.1, 0.9, size=3)
     return img
 
 
 def figure(img, cx, base, height, colour):
     """A stick figure: head, torso and legs, drawn as filled discs and bars."""
-    ys, xs = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    ys, xs = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
     head = (xs - cx) ** 2 + (ys - (base - height)) ** 2 < (height * 0.12) ** 2
     torso = (np.abs(xs - cx) < height * 0.09) & (ys > base - height * 0.88) & (ys < base - height * 0.4)
     legs = (np.abs(np.abs(xs - cx) - height * 0.06) < height * 0.04) & (ys >= base - height * 0.4) & (ys < base)
@@ -54,7 +58,7 @@ def main(out: Path = Path(__file__).with_name("sample.mp4")) -> None:
             zoom = 1.0 + 0.25 * s  # the camera moves forward ...
             x0 = int(40 + 1.1 * W * s)  # ... and pans right
             ch, cw = int((H + 40) / zoom), int(W * 1.2 / zoom)
-            crop = pano[10:10 + ch, x0:x0 + cw]
+            crop = pano[10 : 10 + ch, x0 : x0 + cw]
             yi = (np.arange(H) * ch / H).astype(int)
             xi = (np.arange(W) * cw / W).astype(int)
             frame = crop[yi][:, xi].copy()

@@ -35,8 +35,10 @@ def shared_path(*parts: str) -> Path:
     """A path under ../shared, or skip the test where the shared material is absent (a user's clone)."""
     p = SHARED.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"{p} not found: the official-code fixtures live in ../shared (CI has it; set "
-                    "HUMAN3R_JAX_SHARED to point elsewhere)")
+        pytest.skip(
+            f"{p} not found: the official-code fixtures live in ../shared (CI has it; set "
+            "HUMAN3R_JAX_SHARED to point elsewhere)"
+        )
     return p
 
 
@@ -45,8 +47,9 @@ def smplx_root(tmp_path_factory):
     """A folder with smplx/SMPLX_NEUTRAL.npz: the synthetic model the fixtures used (224 MB, seed 0)."""
     tool = shared_path("tools", "make_fake_smplx.py")
     root = tmp_path_factory.mktemp("body_models")
-    subprocess.run([sys.executable, str(tool), "--root", str(root), "--seed", "0"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(tool), "--root", str(root), "--seed", "0"], check=True, stdout=subprocess.DEVNULL
+    )
     return root
 
 
@@ -100,7 +103,7 @@ def write_multihmr(path: Path) -> dict:
     mhmr = {"module." + k: torch.from_numpy(v.array.copy()) for k, v in state.items() if k.startswith("backbone.")}
     for k, v in state.items():
         if k.startswith(("downstream_head.mlp_classif.", "downstream_head.mlp_offset.")):
-            mhmr["module." + k[len("downstream_head."):]] = torch.from_numpy(v.array.copy())
+            mhmr["module." + k[len("downstream_head.") :]] = torch.from_numpy(v.array.copy())
     mhmr["module.x_attention_head.transformer.w"] = torch.zeros(3)  # Multi-HMR's own head: not part of Human3R
     torch.save({"model_state_dict": mhmr, "epoch": 1}, path)
     return mhmr

@@ -62,8 +62,13 @@ def _write_images(paths: list[Path], size: tuple[int, int], rng: np.random.Gener
         PIL.Image.new("RGB", size, tuple(int(c) for c in rng.integers(0, 256, 3))).save(p, quality=80)
 
 
-def write_3dpw_raw(root: str | Path, seed: int, sequences=("courtyard_a_00", "downtown_b_01"), frames: int = 3,
-                   size: tuple[int, int] = (108, 192)) -> dict[str, dict]:
+def write_3dpw_raw(
+    root: str | Path,
+    seed: int,
+    sequences=("courtyard_a_00", "downtown_b_01"),
+    frames: int = 3,
+    size: tuple[int, int] = (108, 192),
+) -> dict[str, dict]:
     """ROOT/sequenceFiles/test/<seq>.pkl (Python-2 style latin1 pickles) and ROOT/imageFiles/<seq>/image_%05d.jpg
     (W×H = size). The first sequence has a man and a woman who swap depth order at frame 1, the woman invalid at
     the last frame; the others one man, with no valid person at frame 1. Returns seq → the pickled dict."""
@@ -73,15 +78,21 @@ def write_3dpw_raw(root: str | Path, seed: int, sequences=("courtyard_a_00", "do
         n = 2 if s == 0 else 1
         cam_poses = np.stack([_camera(rng) for _ in range(frames)])
         depth = np.array([[2.6, 3.4, 3.0], [3.2, 2.8, 3.4]])  # person × frame: the order swaps at frame 1
-        p_cam = np.stack([np.stack([np.full(frames, 0.4 * i - 0.2), np.full(frames, 0.1),
-                                    np.resize(depth[i], frames)], -1) for i in range(n)])
+        p_cam = np.stack(
+            [
+                np.stack([np.full(frames, 0.4 * i - 0.2), np.full(frames, 0.1), np.resize(depth[i], frames)], -1)
+                for i in range(n)
+            ]
+        )
         valid = np.ones((n, frames), np.int64)
         if n == 2:
             valid[1, -1] = 0
         else:
             valid[:, min(1, frames - 1)] = 0
-        poses = [np.concatenate([rng.normal(size=(frames, 3)) * 1.0, rng.normal(size=(frames, 69)) * 0.2], 1)
-                 for _ in range(n)]
+        poses = [
+            np.concatenate([rng.normal(size=(frames, 3)) * 1.0, rng.normal(size=(frames, 69)) * 0.2], 1)
+            for _ in range(n)
+        ]
         data = {
             "sequence": seq,
             "genders": ["m", "f"][:n],
@@ -103,8 +114,9 @@ def write_3dpw_raw(root: str | Path, seed: int, sequences=("courtyard_a_00", "do
     return out
 
 
-def write_emdb(root: str | Path, split: int, seed: int, frames: int = 3, size: tuple[int, int] = (96, 128),
-               sequences=None) -> dict[str, dict]:
+def write_emdb(
+    root: str | Path, split: int, seed: int, frames: int = 3, size: tuple[int, int] = (96, 128), sequences=None
+) -> dict[str, dict]:
     """ROOT/<P>/<seq>/<P>_<seq>_data.pkl and ROOT/<P>/<seq>/images/%05d.jpg for the split's official sequences
     (or `sequences`); good_frames_mask drops frame 1 (frames ≥ 2). Returns name → the pickled dict."""
     root, rng = Path(root), np.random.default_rng(seed)
@@ -123,8 +135,12 @@ def write_emdb(root: str | Path, split: int, seed: int, frames: int = 3, size: t
             "n_frames": frames,
             "good_frames_mask": mask,
             "camera": {"intrinsics": _intrinsics(size), "extrinsics": extrinsics, "width": size[0], "height": size[1]},
-            "smpl": {"poses_root": rng.normal(size=(frames, 3)), "poses_body": rng.normal(size=(frames, 69)) * 0.2,
-                     "betas": rng.normal(size=10), "trans": _world_trans(extrinsics, p_cam)},
+            "smpl": {
+                "poses_root": rng.normal(size=(frames, 3)),
+                "poses_body": rng.normal(size=(frames, 69)) * 0.2,
+                "betas": rng.normal(size=10),
+                "trans": _world_trans(extrinsics, p_cam),
+            },
         }
         folder = root / person / seq
         folder.mkdir(parents=True, exist_ok=True)
@@ -152,10 +168,12 @@ def write_rich(root: str | Path, seed: int, frames: int = 3, size: tuple[int, in
         labels[vid] = {
             "gender": ("female", "male")[s % 2],
             "frame_id": np.sort(rng.choice(frames + 2, frames, replace=False)),
-            "gt_smplx_params": {"global_orient": rng.normal(size=(frames, 3)),
-                                "body_pose": rng.normal(size=(frames, 63)) * 0.2,
-                                "betas": np.repeat(rng.normal(size=(1, 10)), frames, 0),
-                                "transl": _world_trans(T, p_cam)},
+            "gt_smplx_params": {
+                "global_orient": rng.normal(size=(frames, 3)),
+                "body_pose": rng.normal(size=(frames, 63)) * 0.2,
+                "betas": np.repeat(rng.normal(size=(1, 10)), frames, 0),
+                "transl": _world_trans(T, p_cam),
+            },
         }
         _write_images([root / vid / f"{k * 2:05d}_{cid:02d}.jpeg" for k in range(frames + 2)], size, rng)
 

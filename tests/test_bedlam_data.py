@@ -30,10 +30,14 @@ def _people(rng, n):
     if n >= 3:
         z[:2] = [0.01, -1.0]  # behind the camera or on its plane: dropped
     return {
-        "smplx_root_pose": rng.normal(size=(n, 3)), "smplx_body_pose": rng.normal(size=(n, 21, 3)),
-        "smplx_jaw_pose": rng.normal(size=(n, 3)), "smplx_leye_pose": rng.normal(size=(n, 3)),
-        "smplx_reye_pose": rng.normal(size=(n, 3)), "smplx_left_hand_pose": rng.normal(size=(n, 15, 3)),
-        "smplx_right_hand_pose": rng.normal(size=(n, 15, 3)), "smplx_shape": rng.normal(size=(n, 11)),
+        "smplx_root_pose": rng.normal(size=(n, 3)),
+        "smplx_body_pose": rng.normal(size=(n, 21, 3)),
+        "smplx_jaw_pose": rng.normal(size=(n, 3)),
+        "smplx_leye_pose": rng.normal(size=(n, 3)),
+        "smplx_reye_pose": rng.normal(size=(n, 3)),
+        "smplx_left_hand_pose": rng.normal(size=(n, 15, 3)),
+        "smplx_right_hand_pose": rng.normal(size=(n, 15, 3)),
+        "smplx_shape": rng.normal(size=(n, 11)),
         "smplx_transl": np.c_[rng.normal(size=(n, 2)), z],
     }
 
@@ -43,8 +47,7 @@ def _as_pickle_people(people):
     n = len(people["smplx_transl"])
     out = []
     for i in range(n):
-        d = {k: v[i].reshape(1, 3) if v[i].shape == (3,) and k != "smplx_transl" else v[i]
-             for k, v in people.items()}
+        d = {k: v[i].reshape(1, 3) if v[i].shape == (3,) and k != "smplx_transl" else v[i] for k, v in people.items()}
         d["smplx_gender"] = "neutral"
         out.append(d)
     return out
@@ -57,7 +60,7 @@ def write_sequence(seq_dir, num_frames, rng, *, pickle_labels=False, crowded=Non
         name = f"{f:05d}"
         PIL.Image.fromarray(rng.integers(0, 256, (H0, W0, 3), dtype=np.uint8)).save(seq_dir / "rgb" / f"{name}.png")
         mask = np.zeros((H0, W0), np.uint8)
-        mask[rng.integers(0, H0 - 10):, rng.integers(0, W0 - 10):][:10, :10] = 255
+        mask[rng.integers(0, H0 - 10) :, rng.integers(0, W0 - 10) :][:10, :10] = 255
         PIL.Image.fromarray(mask).save(seq_dir / "mask" / f"{name}.png")
         depth = rng.uniform(1, 20, (H0, W0)).astype(np.float32)
         depth[:, :10] = 500.0  # sky
@@ -84,8 +87,11 @@ def root(tmp_path_factory):
     write_sequence(train / "scene_c_seq_000002", 3, rng)
     write_sequence(train / "scene_d_seq_000004", 0, rng)  # no frames: skipped
     # excluded by the official lists before any check: these need no content
-    for name in ("20221010_3-10_500_batch01hand_zoom_suburb_d_seq_000042", "20221010_3_1000_batch01hand_x_seq_000001",
-                 "scene_closeup_seq_000003"):
+    for name in (
+        "20221010_3-10_500_batch01hand_zoom_suburb_d_seq_000042",
+        "20221010_3_1000_batch01hand_x_seq_000001",
+        "scene_closeup_seq_000003",
+    ):
         (train / name).mkdir()
     return root
 
@@ -169,8 +175,8 @@ def test_stride_rule():
             out.add(s)
         return out
 
-    assert strides(20, 0) == {1, 2, 3, 4}   # capped at MAX_INTERVAL
-    assert strides(10, 0) == {1, 2, 3}      # 9 frames after the start: s ≤ 9 // 3
+    assert strides(20, 0) == {1, 2, 3, 4}  # capped at MAX_INTERVAL
+    assert strides(10, 0) == {1, 2, 3}  # 9 frames after the start: s ≤ 9 // 3
     assert strides(10, 2) == {1, 2}
     assert strides(10, 5) == {1} and strides(10, 6) == {1}
     tails = set()
@@ -273,7 +279,7 @@ def test_tf_sees_no_gpu(index):
 
 
 def test_determinism_and_resume(index):
-    kw = dict(batch_size=2, resolutions=RES, aug_crop=16)
+    kw = {"batch_size": 2, "resolutions": RES, "aug_crop": 16}
     a = B.make_batch(index, seed=3, step=5, **kw)
     b = B.make_batch(index, seed=3, step=5, **kw)
     c = B.make_batch(index, seed=4, step=5, **kw)
@@ -440,10 +446,12 @@ def test_malicious_pickle_refused(tmp_path):
 
 def test_exit_with_batches_in_flight(index):
     """A live iterator whose batches are still being built when Python exits must not hang it."""
-    code = (f"import time; from human3r_jax.data.bedlam import pipeline as B; build = B.make_batch\n"
-            f"B.make_batch = lambda *a, **k: (time.sleep(0.3), build(*a, **k))[1]\n"
-            f"it = B.iterate(B.BedlamIndex({str(index.root)!r}), batch_size=1, seed=0, resolutions=[(24, 16)])\n"
-            f"next(it); print('ok')")
+    code = (
+        f"import time; from human3r_jax.data.bedlam import pipeline as B; build = B.make_batch\n"
+        f"B.make_batch = lambda *a, **k: (time.sleep(0.3), build(*a, **k))[1]\n"
+        f"it = B.iterate(B.BedlamIndex({str(index.root)!r}), batch_size=1, seed=0, resolutions=[(24, 16)])\n"
+        f"next(it); print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
@@ -452,8 +460,10 @@ def test_exit_with_batches_in_flight(index):
 
 
 def test_numpy_part_without_tensorflow(index, monkeypatch):
-    code = ("import sys; sys.modules['tensorflow'] = None; import human3r_jax.data.bedlam as b; "
-            "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m] is not None]")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; import human3r_jax.data.bedlam as b; "
+        "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m] is not None]"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     monkeypatch.setitem(sys.modules, "tensorflow", None)
     with pytest.raises(ImportError, match=r"pip install human3r-jax\[train\]"):

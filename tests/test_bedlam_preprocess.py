@@ -33,8 +33,11 @@ S30, C30 = np.sin(np.pi / 6), np.cos(np.pi / 6)
 
 # (scene, seq) → {render index: (x, y, z cm, yaw, pitch, roll degrees)} for the hand-checked poses.
 CAMERAS = {
-    (SCENE_A, "seq_000000"): {0: (100.0, 200.0, 300.0, 90.0, 0.0, 0.0), 5: (0.0, 0.0, 0.0, 0.0, 30.0, 0.0),
-                              10: (-50.0, 0.0, 25.0, 0.0, 0.0, 30.0)},
+    (SCENE_A, "seq_000000"): {
+        0: (100.0, 200.0, 300.0, 90.0, 0.0, 0.0),
+        5: (0.0, 0.0, 0.0, 0.0, 30.0, 0.0),
+        10: (-50.0, 0.0, 25.0, 0.0, 0.0, 30.0),
+    },
     (SCENE_A, "seq_000001"): {0: (0.0, 0.0, 0.0, 90.0, 30.0, 0.0)},
 }
 # c2w rotations by hand; columns = the camera's right, down, forward in the OpenCV world
@@ -57,10 +60,13 @@ def _write_sequence(scene_dir: Path, seq: str, n: int, rng, camera: bool = True)
         (scene_dir / sub / seq).mkdir(parents=True)
     for i in range(n):
         stem = f"{seq}_{i:04d}"
-        PIL.Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(scene_dir / "png" / seq / f"{stem}.png")
+        PIL.Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(
+            scene_dir / "png" / seq / f"{stem}.png"
+        )
         depth_cm = rng.uniform(50.0, 5000.0, (H, W)).astype(np.float32)
-        with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
-                          {"Depth": depth_cm}) as f:
+        with OpenEXR.File(
+            {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}, {"Depth": depth_cm}
+        ) as f:
             f.write(str(scene_dir / "depth" / seq / f"{stem}_depth.exr"))
         env = np.where(rng.random((H, W)) < 0.7, 255, 0).astype(np.uint8)
         # Saved as RGB: the env masks are read as grey levels whatever their mode.
@@ -90,8 +96,14 @@ def _write_labels(path: Path, persons: dict[str, int], rng) -> dict[str, np.ndar
     n = len(names)
     cam_ext = np.tile(np.eye(4), (n, 1, 1))
     cam_ext[:, :3, 3] = rng.normal(size=(n, 3))
-    labels = {"imgname": np.array(names), "pose_cam": rng.normal(size=(n, 165)), "shape": rng.normal(size=(n, 11)),
-              "trans_cam": rng.normal(size=(n, 3)), "cam_ext": cam_ext, "gender": np.array(["neutral"] * n)}
+    labels = {
+        "imgname": np.array(names),
+        "pose_cam": rng.normal(size=(n, 165)),
+        "shape": rng.normal(size=(n, 11)),
+        "trans_cam": rng.normal(size=(n, 3)),
+        "cam_ext": cam_ext,
+        "gender": np.array(["neutral"] * n),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **labels)
     return labels
@@ -110,18 +122,27 @@ def release(tmp_path):
     _write_sequence(a, "seq_000001", 11, rng)
     _write_sequence(a, "seq_000002", 6, rng)
     _write_sequence(a, "seq_000003", 6, rng, camera=False)
-    labels[SCENE_A] = _write_labels(train_labels / f"{SCENE_A}_6fps.npz", {
-        "seq_000000/seq_000000_0000.png": 2, "seq_000000/seq_000000_0003.png": 1,  # 0003: not a kept render
-        "seq_000000/seq_000000_0005.png": 1, "seq_000000/seq_000000_0010.png": 1,
-        "seq_000001/seq_000001_0000.png": 1, "seq_000001/seq_000001_0010.png": 3,  # 0005 unlabelled
-        "seq_000003/seq_000003_0000.png": 1}, rng)
+    labels[SCENE_A] = _write_labels(
+        train_labels / f"{SCENE_A}_6fps.npz",
+        {
+            "seq_000000/seq_000000_0000.png": 2,
+            "seq_000000/seq_000000_0003.png": 1,  # 0003: not a kept render
+            "seq_000000/seq_000000_0005.png": 1,
+            "seq_000000/seq_000000_0010.png": 1,
+            "seq_000001/seq_000001_0000.png": 1,
+            "seq_000001/seq_000001_0010.png": 3,  # 0005 unlabelled
+            "seq_000003/seq_000003_0000.png": 1,
+        },
+        rng,
+    )
 
     b = raw / SCENE_B
     _write_be_seq(b, ["seq_000000"])
     _write_sequence(b, "seq_000000", 6, rng)
     (b / "masks" / "seq_000000" / "seq_000000_0005_env.png").unlink()
-    labels[SCENE_B] = _write_labels(test_labels / f"{SCENE_B}_30fps.npz", {
-        f"seq_000000/seq_000000_{i:04d}.png": 1 for i in range(6)}, rng)
+    labels[SCENE_B] = _write_labels(
+        test_labels / f"{SCENE_B}_30fps.npz", {f"seq_000000/seq_000000_{i:04d}.png": 1 for i in range(6)}, rng
+    )
 
     for scene in (HDRI, CLOSEUP):
         _write_be_seq(raw / scene, ["seq_000000"])
@@ -138,8 +159,14 @@ EXPECTED_FRAMES = {
     ("Training", f"{SCENE_A}_seq_000001"): ["seq_000001_0000", "seq_000001_0010"],
     ("Test", f"{SCENE_B}_seq_000000"): ["seq_000000_0000", "seq_000000_0005"],
 }
-EXPECTED_SKIPS = {"hdri_scene": 1, "closeup_scene": 1, "scene_without_labels": 1, "sequence_without_labels": 1,
-                  "sequence_without_camera_csv": 1, "frame_without_labels": 1}
+EXPECTED_SKIPS = {
+    "hdri_scene": 1,
+    "closeup_scene": 1,
+    "scene_without_labels": 1,
+    "sequence_without_labels": 1,
+    "sequence_without_camera_csv": 1,
+    "frame_without_labels": 1,
+}
 SUFFIXES = {"rgb": ".png", "depth": ".npy", "mask": ".png", "cam": ".npz", "smpl": ".npz"}
 
 
@@ -149,8 +176,13 @@ def _tree(root: Path) -> set[str]:
 
 def test_layout_and_contents(release):
     summary = bp.preprocess_bedlam(release.raw, release.labels, release.out, progress=False)
-    assert summary == {"sequences_written": 3, "frames_written": 7, "sequences_already_done": 0,
-                       "frames_missing_mask": 1, "skipped": EXPECTED_SKIPS}
+    assert summary == {
+        "sequences_written": 3,
+        "frames_written": 7,
+        "sequences_already_done": 0,
+        "frames_missing_mask": 1,
+        "skipped": EXPECTED_SKIPS,
+    }
 
     expected = {"Training", "Test"}
     for (split, name), frames in EXPECTED_FRAMES.items():
@@ -183,8 +215,11 @@ def test_layout_and_contents(release):
                 assert set(cam.files) == {"intrinsics", "pose"}
                 assert cam["intrinsics"].dtype == cam["pose"].dtype == np.float32
                 focal = 20 + index  # the camera row of the render's own index, not of the kept-frame index
-                np.testing.assert_allclose(cam["intrinsics"], [[focal / 36 * 1280, 0, 640], [0, focal / 20.25 * 720, 360],
-                                                               [0, 0, 1]], rtol=1e-6)
+                np.testing.assert_allclose(
+                    cam["intrinsics"],
+                    [[focal / 36 * 1280, 0, 640], [0, focal / 20.25 * 720, 360], [0, 0, 1]],
+                    rtol=1e-6,
+                )
                 np.testing.assert_allclose(cam["pose"][3], [0, 0, 0, 1])
                 np.testing.assert_allclose(cam["pose"][:3, :3] @ cam["pose"][:3, :3].T, np.eye(3), atol=1e-6)
 
@@ -194,11 +229,17 @@ def test_layout_and_contents(release):
             assert all(v.dtype == np.float32 for v in got.values())
             pose = labels["pose_cam"][rows]
             p = len(rows)
-            want = {"smplx_root_pose": pose[:, :3], "smplx_body_pose": pose[:, 3:66].reshape(p, 21, 3),
-                    "smplx_jaw_pose": pose[:, 66:69], "smplx_leye_pose": pose[:, 69:72],
-                    "smplx_reye_pose": pose[:, 72:75], "smplx_left_hand_pose": pose[:, 75:120].reshape(p, 15, 3),
-                    "smplx_right_hand_pose": pose[:, 120:].reshape(p, 15, 3), "smplx_shape": labels["shape"][rows],
-                    "smplx_transl": labels["trans_cam"][rows] + labels["cam_ext"][rows, :3, 3]}
+            want = {
+                "smplx_root_pose": pose[:, :3],
+                "smplx_body_pose": pose[:, 3:66].reshape(p, 21, 3),
+                "smplx_jaw_pose": pose[:, 66:69],
+                "smplx_leye_pose": pose[:, 69:72],
+                "smplx_reye_pose": pose[:, 72:75],
+                "smplx_left_hand_pose": pose[:, 75:120].reshape(p, 15, 3),
+                "smplx_right_hand_pose": pose[:, 120:].reshape(p, 15, 3),
+                "smplx_shape": labels["shape"][rows],
+                "smplx_transl": labels["trans_cam"][rows] + labels["cam_ext"][rows, :3, 3],
+            }
             assert got.keys() == want.keys()
             for k, v in want.items():
                 assert got[k].shape == v.shape, k
@@ -230,7 +271,8 @@ def test_output_follows_the_schema(release):
             _assert_follows(labels, label_spec(people), f"{name}/smpl/{f}")
             read = B.read_smpl(seq / "smpl", f)
             assert {k: (v.dtype, v.shape) for k, v in read.items()} == {
-                k: (np.float32, (people, *shape)) for k, (_, shape) in SMPL_KEYS.items()}
+                k: (np.float32, (people, *shape)) for k, (_, shape) in SMPL_KEYS.items()
+            }
             B.read_camera(seq / "cam" / f"{f}.npz")
 
 
@@ -334,8 +376,9 @@ def _missing_png_folder(release):
     return [str(path)]
 
 
-@pytest.mark.parametrize("corrupt", [_drop_label_key, _bad_camera_row, _no_comment_column, _truncated_png,
-                                     _missing_png_folder])
+@pytest.mark.parametrize(
+    "corrupt", [_drop_label_key, _bad_camera_row, _no_comment_column, _truncated_png, _missing_png_folder]
+)
 def test_bad_input_names_the_file(release, corrupt):
     needles = corrupt(release)
     with pytest.raises(bp.BedlamError) as e:
@@ -343,7 +386,7 @@ def test_bad_input_names_the_file(release, corrupt):
     for needle in needles:
         assert needle in str(e.value)
     if release.out.exists():
-        assert not [p for p in release.out.rglob(".*")], "a partial folder was left behind"
+        assert not list(release.out.rglob(".*")), "a partial folder was left behind"
 
 
 def test_missing_root(tmp_path):
@@ -352,8 +395,24 @@ def test_missing_root(tmp_path):
 
 
 def test_main(release, capsys):
-    assert bp.main(["--raw", str(release.raw), "--labels", str(release.labels), "--out", str(release.out),
-                    "--workers", "1", "--limit", "2", "--quiet"]) == 0
+    assert (
+        bp.main(
+            [
+                "--raw",
+                str(release.raw),
+                "--labels",
+                str(release.labels),
+                "--out",
+                str(release.out),
+                "--workers",
+                "1",
+                "--limit",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "wrote 2 sequences (5 frames)" in capsys.readouterr().out
     assert sorted(os.listdir(release.out / "Training")) == [f"{SCENE_A}_seq_000000", f"{SCENE_A}_seq_000001"]
 

@@ -5,19 +5,18 @@ import json
 import jax
 import numpy as np
 import pytest
+from conftest import TINY
 from flax import nnx
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax.outputs import OutputError
-
-from conftest import TINY
 
 
 def test_save_load_round_trip(tmp_path):
     model = ckpt.abstract_model(TINY)
     params = ckpt.random_params(model, seed=3)
     out = ckpt.save(tmp_path / "ck", TINY, params, source={"file": "x.pth"})
-    cfg, graphdef, state = ckpt.load(out)
+    cfg, _graphdef, state = ckpt.load(out)
     assert cfg == TINY
     loaded = ckpt.flatten(nnx.to_pure_dict(state))
     for k, v in ckpt.flatten(params).items():
@@ -53,8 +52,7 @@ def test_load_errors(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ckpt.CheckpointFormatError, match="invalid JSON"):
         ckpt.load(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"format": "human3r-jax", "kind": "cut3r",
-                                                      "config": {"warp": 1}}))
+    (tmp_path / "config.json").write_text(json.dumps({"format": "human3r-jax", "kind": "cut3r", "config": {"warp": 1}}))
     with pytest.raises(ckpt.CheckpointFormatError, match="unknown config fields"):
         ckpt.load(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"format": "human3r-jax", **ckpt.config_to_json(TINY)}))

@@ -21,14 +21,13 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from conftest import shared_path
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax.converters import torch_zip
 from human3r_jax.converters.convert import convert_file, read_official
 from human3r_jax.converters.rules import ConversionError
 from human3r_jax.converters.torch_zip import CheckpointError
-
-from conftest import shared_path
 
 torch = pytest.importorskip("torch")
 
@@ -47,12 +46,21 @@ class Tensor:
 
     def __init__(self, storage: Storage, shape, stride=None, offset=0):
         self.storage, self.shape, self.offset = storage, tuple(shape), offset
-        self.stride = tuple(stride) if stride is not None else tuple(
-            int(np.prod(self.shape[i + 1:])) for i in range(len(self.shape)))
+        self.stride = (
+            tuple(stride)
+            if stride is not None
+            else tuple(int(np.prod(self.shape[i + 1 :])) for i in range(len(self.shape)))
+        )
 
     def __reduce__(self):
-        return torch._utils._rebuild_tensor_v2, (self.storage, self.offset, self.shape, self.stride, False,
-                                                 collections.OrderedDict())
+        return torch._utils._rebuild_tensor_v2, (
+            self.storage,
+            self.offset,
+            self.shape,
+            self.stride,
+            False,
+            collections.OrderedDict(),
+        )
 
 
 class TorchPickler(pickle.Pickler):
@@ -72,7 +80,7 @@ def write_zip(path, members: dict):
             chunk = bytes(MB)
             with zf.open(name, "w", force_zip64=True) as f:
                 for start in range(0, data, MB):
-                    f.write(chunk[:min(MB, data - start)])
+                    f.write(chunk[: min(MB, data - start)])
     return path
 
 
@@ -139,8 +147,10 @@ def refused(path) -> tuple[str, int, float]:
 @pytest.fixture
 def never_read(monkeypatch):
     """Fail the test if any storage byte is read."""
+
     def fail(self, member, nbytes):
         raise AssertionError(f"{member} ({nbytes} bytes) was read")
+
     monkeypatch.setattr(torch_zip.StorageReader, "_read", fail)
 
 
@@ -174,22 +184,26 @@ def test_declared_storage_size_must_match_the_member(tmp_path, tiny, never_read)
     assert "declared twice" in refused(p)[0]
 
 
-@pytest.mark.parametrize("shape,stride,offset,needle", [
-    ((30000, 30000), (0, 0), 0, "does not fit in its 1 elements"),
-    ((10 ** 6, 10 ** 6), (0, 0), 0, "does not fit in its 1 elements"),
-    ((1, 1, 96), (0, 0, 0), 0, "does not fit in its 1 elements"),  # the parameter's shape, broadcast from 1 value
-    ((96,), (-1,), 95, "integers in [0, 2**63)"),
-    ((1,), (1,), 1, "does not fit"),  # offset past the end
-    ((1,), (1,), -1, "integers in [0, 2**63)"),
-    ((-1,), (1,), 0, "integers in [0, 2**63)"),
-    ((2 ** 63,), (1,), 0, "integers in [0, 2**63)"),
-    ((1.0,), (1,), 0, "integers in [0, 2**63)"),
-    ((1, 1), (1,), 0, "one length"),
-    ((1,) * 33, (1,) * 33, 0, "one length ≤ 32"),
-])
+@pytest.mark.parametrize(
+    "shape,stride,offset,needle",
+    [
+        ((30000, 30000), (0, 0), 0, "does not fit in its 1 elements"),
+        ((10**6, 10**6), (0, 0), 0, "does not fit in its 1 elements"),
+        ((1, 1, 96), (0, 0, 0), 0, "does not fit in its 1 elements"),  # the parameter's shape, broadcast from 1 value
+        ((96,), (-1,), 95, "integers in [0, 2**63)"),
+        ((1,), (1,), 1, "does not fit"),  # offset past the end
+        ((1,), (1,), -1, "integers in [0, 2**63)"),
+        ((-1,), (1,), 0, "integers in [0, 2**63)"),
+        ((2**63,), (1,), 0, "integers in [0, 2**63)"),
+        ((1.0,), (1,), 0, "integers in [0, 2**63)"),
+        ((1, 1), (1,), 0, "one length"),
+        ((1,) * 33, (1,) * 33, 0, "one length ≤ 32"),
+    ],
+)
 def test_tensor_views_outside_their_storage_are_refused(tmp_path, tiny, never_read, shape, stride, offset, needle):
-    p = crafted(tmp_path / "view.pth", tiny, "pose_token", Tensor(Storage("one", 1), shape, stride, offset),
-                b"\0\0\x80\x3f")
+    p = crafted(
+        tmp_path / "view.pth", tiny, "pose_token", Tensor(Storage("one", 1), shape, stride, offset), b"\0\0\x80\x3f"
+    )
     msg, peak, seconds = refused(p)
     assert needle in msg and "storage 'one'" in msg, msg
     assert peak < 16 * MB, peak  # a copy of the 30000² view would be 3.6 GB; 10⁶² a MemoryError
@@ -206,10 +220,16 @@ def copy_bomb(glob: bytes, n: int = 20_000, copies: int = 500) -> bytes:
     return b"\x80\x02" + big + call + b"}X\x04\x00\x00\x00bomb](" + (b"h\x01" + args + b"R") * copies + b"es."
 
 
-@pytest.mark.parametrize("glob,bound", [
-    # ≤ 250k elements are copied before the refusal: ~2 MB as lists or an unknown class's arguments, ~25 MB as
-    # sets (2 MB per 20k-int set); L itself is ~1 MB. Without the budget the peaks would be 80, 80 and 1000 MB.
-    (b"builtins\nlist", 8 * MB), (b"__builtin__\nset", 40 * MB), (b"mymodule\nMyClass", 8 * MB)])
+@pytest.mark.parametrize(
+    "glob,bound",
+    [
+        # ≤ 250k elements are copied before the refusal: ~2 MB as lists or an unknown class's arguments, ~25 MB as
+        # sets (2 MB per 20k-int set); L itself is ~1 MB. Without the budget the peaks would be 80, 80 and 1000 MB.
+        (b"builtins\nlist", 8 * MB),
+        (b"__builtin__\nset", 40 * MB),
+        (b"mymodule\nMyClass", 8 * MB),
+    ],
+)
 def test_pickle_copy_bomb_is_refused(tmp_path, glob, bound):
     p = write_zip(tmp_path / "copies.pth", {"archive/data.pkl": copy_bomb(glob)})
     msg, peak, seconds = refused(p)
@@ -218,15 +238,18 @@ def test_pickle_copy_bomb_is_refused(tmp_path, glob, bound):
     assert seconds < 10, seconds
 
 
-@pytest.mark.parametrize("pkl,needle,bound", [
-    # 200 kB of TUPLE1 on one int, used as a dict key: hashing it recurses 200k deep in C (a segfault)
-    (b"\x80\x02}K\x01" + b"\x85" * 200_000 + b"K\x01s.", "nests objects more than 1000 deep", 16 * MB),
-    # a memo index of 2**24: the C unpickler would size its memo table to 2**25 pointers (256 MB)
-    (b"\x80\x02}r\x00\x00\x00\x01.", "out of place", 4 * MB),
-    # 10⁵ empty dicts kept in a list (7 MB unpickled) with the opcode limit lowered to 10⁵ (the scan of the
-    # real limit's 10⁶ opcodes takes 7 s under tracemalloc): the opcode count is bounded before unpickling
-    (b"\x80\x02(" + b"}" * 100_000 + b"l.", "more than 100,000 opcodes", 4 * MB),
-])
+@pytest.mark.parametrize(
+    "pkl,needle,bound",
+    [
+        # 200 kB of TUPLE1 on one int, used as a dict key: hashing it recurses 200k deep in C (a segfault)
+        (b"\x80\x02}K\x01" + b"\x85" * 200_000 + b"K\x01s.", "nests objects more than 1000 deep", 16 * MB),
+        # a memo index of 2**24: the C unpickler would size its memo table to 2**25 pointers (256 MB)
+        (b"\x80\x02}r\x00\x00\x00\x01.", "out of place", 4 * MB),
+        # 10⁵ empty dicts kept in a list (7 MB unpickled) with the opcode limit lowered to 10⁵ (the scan of the
+        # real limit's 10⁶ opcodes takes 7 s under tracemalloc): the opcode count is bounded before unpickling
+        (b"\x80\x02(" + b"}" * 100_000 + b"l.", "more than 100,000 opcodes", 4 * MB),
+    ],
+)
 def test_pickle_structure_bombs_are_refused_before_unpickling(tmp_path, monkeypatch, pkl, needle, bound):
     monkeypatch.setattr(torch_zip, "MAX_PICKLE_OPS", 100_000)
     p = write_zip(tmp_path / "structure.pth", {"archive/data.pkl": pkl})
@@ -244,11 +267,14 @@ def test_oversized_pickle_is_refused_before_it_is_read(tmp_path):
     assert seconds < 5, seconds
 
 
-@pytest.mark.parametrize("edit,needle", [
-    # building the abstract model costs ~50 ms and ~130 kB per block (10⁶ blocks: hours, 130 GB)
-    (lambda c: c.replace("enc_depth=2,", "enc_depth=60,"), "enc_depth=60, but the state dict holds 2 enc_blocks"),
-    (lambda c: c.replace("landscape_only=False", "landscape_only=False, " + "x=1, " * 5000), "characters"),
-])
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        # building the abstract model costs ~50 ms and ~130 kB per block (10⁶ blocks: hours, 130 GB)
+        (lambda c: c.replace("enc_depth=2,", "enc_depth=60,"), "enc_depth=60, but the state dict holds 2 enc_blocks"),
+        (lambda c: c.replace("landscape_only=False", "landscape_only=False, " + "x=1, " * 5000), "characters"),
+    ],
+)
 def test_constructor_of_a_bigger_model_is_refused_before_building_it(tmp_path, tiny, never_read, edit, needle):
     _, constructor, state = tiny
     tensors, storages = tiny_parts(state)
@@ -265,8 +291,11 @@ def test_entries_that_are_not_mapped_are_never_read(tmp_path, tiny):
     _, constructor, state = tiny
     tensors, storages = tiny_parts(state)
     storages["adam"] = 256 * MB
-    p = write_pth(tmp_path / "with_optimizer.pth", {"args": {"model": constructor}, "model": tensors,
-                                                     "optimizer": {"state": {0: {"exp_avg": big}}}}, storages)
+    p = write_pth(
+        tmp_path / "with_optimizer.pth",
+        {"args": {"model": constructor}, "model": tensors, "optimizer": {"state": {0: {"exp_avg": big}}}},
+        storages,
+    )
     out, peak, seconds = measured(convert_file, p)
     assert not isinstance(out, Exception), out
     np.testing.assert_array_equal(ckpt.flatten(out[1])["pose_token"], state["pose_token"])
@@ -276,6 +305,7 @@ def test_entries_that_are_not_mapped_are_never_read(tmp_path, tiny):
 
 
 # ---------------------------------------------------------------- fuzz
+
 
 def _stored_zip(members: list[tuple[str, bytes]]) -> bytes:
     buf = io.BytesIO()
@@ -296,14 +326,29 @@ def _flip(data: bytes, rng: random.Random, lo: int = 0, hi: int | None = None, n
     return bytes(out)
 
 
-def mutant(raw: bytes, members: list[tuple[str, bytes]], ints: list[tuple[int, int]],
-           rng: random.Random) -> tuple[str, bytes]:
+def mutant(
+    raw: bytes, members: list[tuple[str, bytes]], ints: list[tuple[int, int]], rng: random.Random
+) -> tuple[str, bytes]:
     """(what was done, the mutated file): zip-consistent edits of the members (their CRCs fixed, so that
     the pickle and storages are parsed) or raw edits of the file and its zip headers. `ints`: (position,
     byte count) of the pickle's integer arguments (sizes, strides, offsets, numels, memo indices)."""
-    kind = rng.choice(["pkl-flip", "pkl-flip", "pkl-int", "pkl-int", "pkl-splice", "pkl-cut", "storage-flip",
-                       "storage-resize", "member-delete", "member-duplicate", "raw-truncate", "header-flip",
-                       "header-size"])
+    kind = rng.choice(
+        [
+            "pkl-flip",
+            "pkl-flip",
+            "pkl-int",
+            "pkl-int",
+            "pkl-splice",
+            "pkl-cut",
+            "storage-flip",
+            "storage-resize",
+            "member-delete",
+            "member-duplicate",
+            "raw-truncate",
+            "header-flip",
+            "header-size",
+        ]
+    )
     names = [n for n, _ in members]
     pkl = names.index("checkpoint/data.pkl")
     storages = [i for i, n in enumerate(names) if "/data/" in n]
@@ -317,7 +362,7 @@ def mutant(raw: bytes, members: list[tuple[str, bytes]], ints: list[tuple[int, i
         elif kind == "pkl-int":  # an edge value: 0, all ones (-1 or the maximum), the largest positive, random
             at, size = rng.choice(ints)
             value = rng.choice([bytes(size), b"\xff" * size, b"\xff" * (size - 1) + b"\x7f", rng.randbytes(size)])
-            data = data[:at] + value + data[at + size:]
+            data = data[:at] + value + data[at + size :]
         elif kind == "pkl-splice":  # a slice repeated elsewhere: duplicated keys, opcodes, memo entries
             k = rng.randrange(len(data))
             data = data[:k] + data[i:j] + data[k:]
@@ -330,7 +375,7 @@ def mutant(raw: bytes, members: list[tuple[str, bytes]], ints: list[tuple[int, i
     elif kind == "storage-resize":
         s = rng.choice(storages)
         data = members[s][1]
-        edit[s] = (names[s], data[:rng.randrange(len(data))] if rng.random() < 0.5 else data + bytes(4))
+        edit[s] = (names[s], data[: rng.randrange(len(data))] if rng.random() < 0.5 else data + bytes(4))
     elif kind == "member-delete":
         del edit[rng.randrange(len(edit))]
     elif kind == "member-duplicate":
@@ -339,20 +384,20 @@ def mutant(raw: bytes, members: list[tuple[str, bytes]], ints: list[tuple[int, i
     if not kind.startswith(("raw", "header")):
         return kind, _stored_zip(edit)
     if kind == "raw-truncate":
-        return kind, raw[:rng.randrange(len(raw))]
+        return kind, raw[: rng.randrange(len(raw))]
     # header edits: a local header (sizes at +18/+22) or a central directory entry (+20/+24, offset at +42)
     eocd = raw.rfind(b"PK\x05\x06")
-    start = struct.unpack("<I", raw[eocd + 16:eocd + 20])[0]
-    central = [i for i in range(start, eocd) if raw[i:i + 4] == b"PK\x01\x02"]
+    start = struct.unpack("<I", raw[eocd + 16 : eocd + 20])[0]
+    central = [i for i in range(start, eocd) if raw[i : i + 4] == b"PK\x01\x02"]
     entry = rng.choice(central)
-    local = struct.unpack("<I", raw[entry + 42:entry + 46])[0]
+    local = struct.unpack("<I", raw[entry + 42 : entry + 46])[0]
     if kind == "header-flip":
         at = rng.choice([local, entry])
         return kind, _flip(raw, rng, at, at + 46, n=rng.randint(1, 3))
     at = rng.choice([local + 18, local + 22, entry + 20, entry + 24, entry + 42])
-    old = struct.unpack("<I", raw[at:at + 4])[0]
-    new = rng.choice([0, 0xFFFFFFFF, rng.randrange(2 ** 32), max(0, old + rng.randint(-8, 8)), old * 2])
-    return f"{kind} @{at - (local if at < entry else entry)}", raw[:at] + struct.pack("<I", new) + raw[at + 4:]
+    old = struct.unpack("<I", raw[at : at + 4])[0]
+    new = rng.choice([0, 0xFFFFFFFF, rng.randrange(2**32), max(0, old + rng.randint(-8, 8)), old * 2])
+    return f"{kind} @{at - (local if at < entry else entry)}", raw[:at] + struct.pack("<I", new) + raw[at + 4 :]
 
 
 MUTANTS = 150
@@ -366,8 +411,11 @@ def test_fuzzed_checkpoints_are_converted_or_refused(tmp_path, tiny):
     with zipfile.ZipFile(io.BytesIO(raw)) as zf:
         members = [(i.filename, zf.read(i)) for i in zf.infolist()]
     sizes = {"BININT1": 1, "BININT2": 2, "BININT": 4, "BINPUT": 1, "LONG_BINPUT": 4, "BINGET": 1, "LONG_BINGET": 4}
-    ints = [(pos + 1, sizes[op.name]) for op, _, pos in pickletools.genops(dict(members)["checkpoint/data.pkl"])
-            if op.name in sizes]
+    ints = [
+        (pos + 1, sizes[op.name])
+        for op, _, pos in pickletools.genops(dict(members)["checkpoint/data.pkl"])
+        if op.name in sizes
+    ]
     rng = random.Random(0)
     outcomes = collections.Counter()
     worst = 0

@@ -3,17 +3,17 @@
 import subprocess
 import sys
 
+from conftest import shared_path
+
 from human3r_jax import checkpoint as ckpt
 from human3r_jax.cli import main
-
-from conftest import shared_path
 
 
 def test_convert_then_load(tmp_path, capsys):
     src = shared_path("fixtures", "cut3r_tiny", "checkpoint.pth")
     assert main(["convert", str(src), str(tmp_path / "out")]) == 0
     assert "converted" in capsys.readouterr().out
-    cfg, _, params = ckpt.load(tmp_path / "out")
+    cfg, _, _params = ckpt.load(tmp_path / "out")
     assert cfg.enc_embed_dim == 128
     assert main(["convert", str(src), str(tmp_path / "out")]) == 2  # exists, no --overwrite
     assert "exists" in capsys.readouterr().err
@@ -46,11 +46,13 @@ def test_console_script_help():
 
 def test_view_and_convert_import_no_tensorflow_and_no_trainer():
     """The light commands stay light: their import (and --help) pulls in neither TensorFlow nor the trainer."""
-    code = ("import sys\nfrom human3r_jax import cli\n"
-            "for cmd in (['view', '--help'], ['convert', '--help'], ['evaluate', '--help']):\n"
-            "    try:\n        cli.main(cmd)\n    except SystemExit:\n        pass\n"
-            "heavy = [m for m in sys.modules if m.split('.')[0] == 'tensorflow' or m.startswith('human3r_jax.train')]\n"
-            "print('HEAVY', heavy)\n")
+    code = (
+        "import sys\nfrom human3r_jax import cli\n"
+        "for cmd in (['view', '--help'], ['convert', '--help'], ['evaluate', '--help']):\n"
+        "    try:\n        cli.main(cmd)\n    except SystemExit:\n        pass\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] == 'tensorflow' or m.startswith('human3r_jax.train')]\n"
+        "print('HEAVY', heavy)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out, out
 
@@ -65,14 +67,19 @@ def test_every_user_error_is_a_human3r_error():
     from human3r_jax.errors import Human3rError
 
     errors = []
-    modules = [*pkgutil.walk_packages(human3r_jax.__path__, "human3r_jax."),
-               *pkgutil.walk_packages(human3r_jax.converters.__path__, "human3r_jax.converters.")]
+    modules = [
+        *pkgutil.walk_packages(human3r_jax.__path__, "human3r_jax."),
+        *pkgutil.walk_packages(human3r_jax.converters.__path__, "human3r_jax.converters."),
+    ]
     for m in modules:
         if m.name.startswith(("human3r_jax.train", "human3r_jax.data.bedlam")):
             continue  # TensorFlow-side modules: checked by name below
         mod = importlib.import_module(m.name)
-        errors += [v for k, v in vars(mod).items() if k.endswith("Error") and isinstance(v, type)
-                   and issubclass(v, Exception) and v.__module__ == m.name]
+        errors += [
+            v
+            for k, v in vars(mod).items()
+            if k.endswith("Error") and isinstance(v, type) and issubclass(v, Exception) and v.__module__ == m.name
+        ]
     from human3r_jax.data.bedlam import DataError
     from human3r_jax.data.bedlam_preprocess import BedlamError
     from human3r_jax.train.config import ConfigError

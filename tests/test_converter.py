@@ -8,16 +8,22 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import TINY_DINO, shared_path, write_multihmr
 
 from human3r_jax import checkpoint as ckpt
-from human3r_jax.converters.constructor import ConstructorError, parse_constructor
 from human3r_jax.config import dino_preset, preset
-from human3r_jax.converters.convert import (convert_file, convert_multihmr_file, convert_state_dict, model_config,
-                                            read_official, resized_shapes, rules_for)
+from human3r_jax.converters.constructor import ConstructorError, parse_constructor
+from human3r_jax.converters.convert import (
+    convert_file,
+    convert_multihmr_file,
+    convert_state_dict,
+    model_config,
+    read_official,
+    resized_shapes,
+    rules_for,
+)
 from human3r_jax.converters.rules import ConversionError, cut3r_config_from_args, plan_mapping
 from human3r_jax.converters.torch_zip import Opaque, read_checkpoint
-
-from conftest import TINY_DINO, shared_path, write_multihmr
 
 torch = pytest.importorskip("torch")
 
@@ -74,19 +80,27 @@ def tiny_official():
 
 
 def save_pth(path, state, constructor, **extra):
-    torch.save({"args": {"model": constructor}, "model": {k: torch.from_numpy(np.array(v)) for k, v in state.items()},
-                **extra}, path)
+    torch.save(
+        {
+            "args": {"model": constructor},
+            "model": {k: torch.from_numpy(np.array(v)) for k, v in state.items()},
+            **extra,
+        },
+        path,
+    )
     return path
 
 
 def test_fixture_converts_and_aliases_share_storage(tiny_official):
     path, state, _ = tiny_official
-    cfg, params, constructor = convert_file(path)
+    cfg, params, _constructor = convert_file(path)
     flat = ckpt.flatten(params)
     assert len(flat) == len(state) - 12
     np.testing.assert_array_equal(flat["encoder.blocks.0.attn.qkv.kernel"], state["enc_blocks.0.attn.qkv.weight"].T)
-    np.testing.assert_array_equal(flat["head.dpt_self.layer_rn.2.kernel"],
-                                  state["downstream_head.dpt_self.scratch.layer3_rn.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        flat["head.dpt_self.layer_rn.2.kernel"],
+        state["downstream_head.dpt_self.scratch.layer3_rn.weight"].transpose(2, 3, 1, 0),
+    )
     assert cfg.dpt_layer_dims == (8, 16, 32, 64) and cfg.dpt_feature_dim == 32 and cfg.dpt_last_dim == 16
 
 
@@ -104,7 +118,7 @@ def test_state_dict_loaded_with_torch_and_module_prefix(tmp_path, tiny_official)
     path, state, constructor = tiny_official
     _, ref, _ = convert_file(path)
     tensors = {"module." + k: torch.from_numpy(np.array(v)) for k, v in state.items()}
-    cfg, params = convert_state_dict(tensors, constructor)
+    _cfg, params = convert_state_dict(tensors, constructor)
     for k, v in ckpt.flatten(ref).items():
         np.testing.assert_array_equal(ckpt.flatten(params)[k], v)
 
@@ -119,7 +133,7 @@ def test_truncated_and_corrupted_files_are_refused(tmp_path, tiny_official):
     bad = bytearray(data)
     with zipfile.ZipFile(path) as zf:  # flip a byte inside the first tensor storage
         info = next(i for i in zf.infolist() if "/data/" in i.filename)
-    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
     off = info.header_offset + 30 + name_len + extra_len + 8
     bad[off] ^= 0xFF
     corrupt = tmp_path / "corrupt.pth"
@@ -155,8 +169,13 @@ def test_misshaped_missing_unexpected_and_alias_keys_are_named(tmp_path, tiny_of
     with pytest.raises(ConversionError) as e:
         convert_file(p)
     msg = str(e.value)
-    for needle in ["bad_keys.pth", "dec_blocks.1.mlp.fc1.weight: (5, 5)", "missing", "pose_retriever.mem",
-                   "extra_head.weight"]:
+    for needle in [
+        "bad_keys.pth",
+        "dec_blocks.1.mlp.fc1.weight: (5, 5)",
+        "missing",
+        "pose_retriever.mem",
+        "extra_head.weight",
+    ]:
         assert needle in msg, needle
     del s["extra_head.weight"], s["dec_blocks.1.mlp.fc1.weight"]
     s["dec_blocks.1.mlp.fc1.weight"] = state["dec_blocks.1.mlp.fc1.weight"]
@@ -175,7 +194,7 @@ class _Evil:
 
 def test_untrusted_pickle_never_runs_code(tmp_path, monkeypatch, tiny_official):
     monkeypatch.chdir(tmp_path)
-    _, state, constructor = tiny_official
+    _, _state, constructor = tiny_official
     p = tmp_path / "evil.pth"
     torch.save({"args": {"model": constructor}, "model": {}, "payload": _Evil()}, p, pickle_protocol=2)
     obj = read_checkpoint(p)
@@ -190,12 +209,15 @@ def test_untrusted_pickle_never_runs_code(tmp_path, monkeypatch, tiny_official):
     assert not (tmp_path / "PWNED").exists()
 
 
-@pytest.mark.parametrize("text", [
-    "ARCroco3DStereo(ARCroco3DStereoConfig(enc_depth=__import__('os').system('touch x')))",
-    "ARCroco3DStereo(ARCroco3DStereoConfig(**{'a': 1}))",
-    "ARCroco3DStereo(ARCroco3DStereoConfig(x=(lambda: 1)()))",
-    "ARCroco3DStereo(ARCroco3DStereoConfig(enc_depth=1)); import os",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ARCroco3DStereo(ARCroco3DStereoConfig(enc_depth=__import__('os').system('touch x')))",
+        "ARCroco3DStereo(ARCroco3DStereoConfig(**{'a': 1}))",
+        "ARCroco3DStereo(ARCroco3DStereoConfig(x=(lambda: 1)()))",
+        "ARCroco3DStereo(ARCroco3DStereoConfig(enc_depth=1)); import os",
+    ],
+)
 def test_constructor_parser_accepts_only_literals(text):
     with pytest.raises(ConstructorError):
         parse_constructor(text)
@@ -208,8 +230,16 @@ def test_constructor_parser_values():
 
 def test_unsupported_config_is_refused():
     with pytest.raises(ConversionError, match="depth_mode"):
-        cut3r_config_from_args({"head_type": "dpt", "pose_head": True, "output_mode": "pts3d+pose",
-                                "pos_embed": "RoPE100", "depth_mode": ("square", -1, 1)}, {})
+        cut3r_config_from_args(
+            {
+                "head_type": "dpt",
+                "pose_head": True,
+                "output_mode": "pts3d+pose",
+                "pos_embed": "RoPE100",
+                "depth_mode": ("square", -1, 1),
+            },
+            {},
+        )
     with pytest.raises(ConversionError, match="not understood"):
         cut3r_config_from_args({"warp_speed": 9}, {})
 

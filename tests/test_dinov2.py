@@ -86,8 +86,11 @@ def test_imagenet_normalize_fixture():
 
 
 def test_presets_and_fixture_config():
-    assert (dino_preset("dinov2_vitl14").embed_dim, dino_preset("dinov2_vitl14").depth,
-            dino_preset("dinov2_vitl14").num_heads) == (1024, 24, 16)
+    assert (
+        dino_preset("dinov2_vitl14").embed_dim,
+        dino_preset("dinov2_vitl14").depth,
+        dino_preset("dinov2_vitl14").num_heads,
+    ) == (1024, 24, 16)
     assert dino_preset("dinov2_vits14") == DinoConfig(384, 12, 6)
     assert dino_preset("dinov2_vitb14") == DinoConfig(768, 12, 12)
     assert dino_preset("dinov2_vitl14").grid(896) == 64 and dino_preset("dinov2_vitl14").grid(672) == 48
@@ -98,8 +101,12 @@ def test_presets_and_fixture_config():
     assert '"dinov2_tiny14"' in text
     tiny = TINY_DINO
     spec = _find_key(conf, "dinov2_tiny14")
-    assert (spec["embed_dim"], spec["depth"], spec["num_heads"], spec["patch_size"]) == \
-        (tiny.embed_dim, tiny.depth, tiny.num_heads, tiny.patch_size)
+    assert (spec["embed_dim"], spec["depth"], spec["num_heads"], spec["patch_size"]) == (
+        tiny.embed_dim,
+        tiny.depth,
+        tiny.num_heads,
+        tiny.patch_size,
+    )
     assert spec["interpolate_offset"] == tiny.interpolate_offset and spec["img_size"] // 14 == tiny.pretrain_grid
 
 
@@ -140,10 +147,12 @@ def test_dinov2_tiny_matches_fixture():
     x = jnp.asarray(inter["dino_input"].transpose(0, 2, 3, 1))
     taps = {}
     tokens = model(x, taps)
-    errs = {"dino_patch_embed": rel_l2(taps["dino_patch_embed"], inter["dino_patch_embed"]),
-            "dino_block0": rel_l2(taps["dino_block0"], inter["dino_block0"]),
-            "dino_block1": rel_l2(taps["dino_block1"], inter["dino_block1"]),
-            "dino_tokens": rel_l2(tokens, inter["dino_tokens"])}
+    errs = {
+        "dino_patch_embed": rel_l2(taps["dino_patch_embed"], inter["dino_patch_embed"]),
+        "dino_block0": rel_l2(taps["dino_block0"], inter["dino_block0"]),
+        "dino_block1": rel_l2(taps["dino_block1"], inter["dino_block1"]),
+        "dino_tokens": rel_l2(tokens, inter["dino_tokens"]),
+    }
     print("DINOv2 tiny rel. L2 errors:", errs)
     assert tokens.shape == inter["dino_tokens"].shape
     for k, e in errs.items():
@@ -166,11 +175,16 @@ def test_converter_maps_the_backbone():
     state, _ = read_official(shared_path(*FIX, "checkpoint.pth"))
     params = _backbone_params()
     assert params["pos_embed"].shape == (1, 65, 64)  # resized to the 8×8 grid at conversion
-    np.testing.assert_array_equal(params["blocks"][1]["attn"]["qkv"]["kernel"],
-                                  state["backbone.encoder.blocks.1.attn.qkv.weight"].array.T)
-    np.testing.assert_array_equal(params["patch_embed"]["proj"]["kernel"][2, 5, 1],
-                                  state["backbone.encoder.patch_embed.proj.weight"].array[:, 1, 2, 5])
-    np.testing.assert_array_equal(params["blocks"][0]["ls1"]["gamma"], state["backbone.encoder.blocks.0.ls1.gamma"].array)
+    np.testing.assert_array_equal(
+        params["blocks"][1]["attn"]["qkv"]["kernel"], state["backbone.encoder.blocks.1.attn.qkv.weight"].array.T
+    )
+    np.testing.assert_array_equal(
+        params["patch_embed"]["proj"]["kernel"][2, 5, 1],
+        state["backbone.encoder.patch_embed.proj.weight"].array[:, 1, 2, 5],
+    )
+    np.testing.assert_array_equal(
+        params["blocks"][0]["ls1"]["gamma"], state["backbone.encoder.blocks.0.ls1.gamma"].array
+    )
 
 
 def test_dinov2_bfloat16_runs_close():
@@ -180,9 +194,8 @@ def test_dinov2_bfloat16_runs_close():
     statistics, which strict promotion rejects (not a cast of ours).
     """
     f32 = _tiny_model()
-    graphdef, state = nnx.split(f32, nnx.Param)
-    bf16 = nnx.merge(nnx.graphdef(Dinov2(TINY_DINO, 112, rngs=nnx.Rngs(0),
-                                         dtype=jnp.bfloat16)), state)
+    _graphdef, state = nnx.split(f32, nnx.Param)
+    bf16 = nnx.merge(nnx.graphdef(Dinov2(TINY_DINO, 112, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)), state)
     x = jnp.asarray(np.load(shared_path(*FIX, "intermediates.npz"))["dino_input"][:2].transpose(0, 2, 3, 1))
     with jax.numpy_dtype_promotion("standard"):
         out = bf16(x)

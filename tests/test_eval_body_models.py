@@ -38,8 +38,12 @@ def _smplx_reference_smpl(path, betas, pose, transl, dtype):
     model = smplx.SMPL(model_path=str(path), dtype=dtype)
     t = lambda x: torch.tensor(x, dtype=dtype)
     with torch.no_grad():
-        out = model(betas=t(betas), global_orient=t(pose[:, 0]), body_pose=t(pose[:, 1:].reshape(len(pose), 69)),
-                    transl=t(transl))
+        out = model(
+            betas=t(betas),
+            global_orient=t(pose[:, 0]),
+            body_pose=t(pose[:, 1:].reshape(len(pose), 69)),
+            transl=t(transl),
+        )
     return out.vertices.double().numpy(), out.joints[:, :24].double().numpy()
 
 
@@ -111,20 +115,28 @@ def test_smpl_keeps_ten_shape_components(tmp_path):
     arrays = fake.fake_smpl_arrays("neutral", 0)
     extra = np.concatenate([arrays["shapedirs"], np.ones((6890, 3, 290))], axis=2)
     keys = ("v_template", "posedirs", "weights", "kintree_table", "f")
-    np.savez(tmp_path / "m.npz", shapedirs=extra, J_regressor=arrays["J_regressor"].toarray(),
-             **{k: arrays[k] for k in keys})
+    np.savez(
+        tmp_path / "m.npz", shapedirs=extra, J_regressor=arrays["J_regressor"].toarray(), **{k: arrays[k] for k in keys}
+    )
     np.testing.assert_array_equal(BM.load_smpl(tmp_path / "m.npz").shapedirs, arrays["shapedirs"])
 
 
-@pytest.mark.parametrize("key, value, names", [
-    ("posedirs", np.zeros((6890, 3, 200)), ["'posedirs'", "(6890, 3, 200)", "(6890, 3, 207)"]),
-    ("v_template", np.zeros((10475, 3)), ["'v_template'", "(10475, 3)", "(6890, 3)"]),
-    ("shapedirs", np.zeros((6890, 3, 4)), ["'shapedirs'", "4 components"]),
-    ("weights", np.full((6890, 24), np.nan), ["'weights'", "non-finite"]),
-    ("f", np.full((13776, 3), 7000), ["'f'", "[0, 6890)"]),
-    ("kintree_table", np.array([[0, 5] + [0] * 22, list(range(24))]), ["'kintree_table'", "parents before children"]),
-    ("J_regressor", "text", ["'J_regressor'", "expected an array, found str"]),
-])
+@pytest.mark.parametrize(
+    "key, value, names",
+    [
+        ("posedirs", np.zeros((6890, 3, 200)), ["'posedirs'", "(6890, 3, 200)", "(6890, 3, 207)"]),
+        ("v_template", np.zeros((10475, 3)), ["'v_template'", "(10475, 3)", "(6890, 3)"]),
+        ("shapedirs", np.zeros((6890, 3, 4)), ["'shapedirs'", "4 components"]),
+        ("weights", np.full((6890, 24), np.nan), ["'weights'", "non-finite"]),
+        ("f", np.full((13776, 3), 7000), ["'f'", "[0, 6890)"]),
+        (
+            "kintree_table",
+            np.array([[0, 5] + [0] * 22, list(range(24))]),
+            ["'kintree_table'", "parents before children"],
+        ),
+        ("J_regressor", "text", ["'J_regressor'", "expected an array, found str"]),
+    ],
+)
 def test_bad_smpl_file_is_named(tmp_path, key, value, names):
     arrays = fake.fake_smpl_arrays("male", 0)
     arrays[key] = value
@@ -165,14 +177,24 @@ def test_smplx_gt_forward_matches_smplx(body_models_root, gender):
     body, transl = rng.normal(scale=0.4, size=(n, 21, 3)), rng.normal(size=(n, 3))
     got = BM.smplx_gt_forward(model, hands_mean, betas, orient, body, transl)
 
-    ref_model = smplx.SMPLX(str(body_models_root / "smplx"), gender=gender, use_pca=True, num_pca_comps=12,
-                            flat_hand_mean=False)
+    ref_model = smplx.SMPLX(
+        str(body_models_root / "smplx"), gender=gender, use_pca=True, num_pca_comps=12, flat_hand_mean=False
+    )
     t = lambda x: torch.tensor(x, dtype=torch.float32)
     z = torch.zeros
     with torch.no_grad():
-        ref = ref_model(betas=t(betas), global_orient=t(orient), body_pose=t(body.reshape(n, 63)), transl=t(transl),
-                        left_hand_pose=z(n, 12), right_hand_pose=z(n, 12), jaw_pose=z(n, 3), leye_pose=z(n, 3),
-                        reye_pose=z(n, 3), expression=z(n, 10)).vertices.numpy()
+        ref = ref_model(
+            betas=t(betas),
+            global_orient=t(orient),
+            body_pose=t(body.reshape(n, 63)),
+            transl=t(transl),
+            left_hand_pose=z(n, 12),
+            right_hand_pose=z(n, 12),
+            jaw_pose=z(n, 3),
+            leye_pose=z(n, 3),
+            reye_pose=z(n, 3),
+            expression=z(n, 10),
+        ).vertices.numpy()
     assert got.shape == (n, 10475, 3) and got.dtype == np.float32
     assert rel_l2(got, ref) <= 1e-5
     flat = BM.smplx_gt_forward(model, np.zeros((2, 45)), betas, orient, body, transl)
@@ -184,8 +206,12 @@ def test_smplx_gt_forward_chunks(body_models_root, monkeypatch):
     path = body_models_root / "smplx" / "SMPLX_MALE.npz"
     model, hands_mean = S.load_smplx(path, gender="male"), BM.read_hands_mean(path)
     rng = np.random.default_rng(3)
-    args = (rng.normal(size=(5, 10)), rng.normal(size=(5, 3)), rng.normal(scale=0.4, size=(5, 21, 3)),
-            rng.normal(size=(5, 3)))
+    args = (
+        rng.normal(size=(5, 10)),
+        rng.normal(size=(5, 3)),
+        rng.normal(scale=0.4, size=(5, 21, 3)),
+        rng.normal(size=(5, 3)),
+    )
     whole = BM.smplx_gt_forward(model, hands_mean, *args)
     monkeypatch.setattr(BM, "_CHUNK", 2)
     np.testing.assert_allclose(BM.smplx_gt_forward(model, hands_mean, *args), whole, rtol=0, atol=1e-5)
@@ -318,8 +344,9 @@ def test_load_body_models_reads_what_the_dataset_needs(body_models_root, tmp_pat
         assert rel_l2(bm.smpl["male"].v_template, bm.smpl["female"].v_template) > 0.05
     if dataset == "3dpw":
         h36m = np.load(body_models_root / "smpl" / "J_regressor_h36m.npy")
-        np.testing.assert_array_equal(bm.regressor, h36m[[6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10]]
-                                      .astype(np.float32))
+        np.testing.assert_array_equal(
+            bm.regressor, h36m[[6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10]].astype(np.float32)
+        )
         assert bm.pelvis == (2, 3)
     else:
         np.testing.assert_array_equal(bm.regressor, neutral.J_regressor[:24].astype(np.float32))
@@ -337,8 +364,13 @@ def test_missing_file_names_it_and_its_source(body_models_root, tmp_path, name):
         msg = str(e.value)
         assert msg.startswith(str(root / BM.FILES[name].sub / name)) and str(root / name) in msg
         assert BM.FILES[name].source in msg and "licensed" in msg
-    site = ("smpl.is.tue.mpg.de" if name.startswith("SMPL_") else "smpl-x.is.tue.mpg.de"
-            if name.startswith("SMPLX_") else "fetch_smplx.sh")
+    site = (
+        "smpl.is.tue.mpg.de"
+        if name.startswith("SMPL_")
+        else "smpl-x.is.tue.mpg.de"
+        if name.startswith("SMPLX_")
+        else "fetch_smplx.sh"
+    )
     assert site in BM.FILES[name].source
     assert needing  # every file is needed by some dataset
 
@@ -374,8 +406,11 @@ def test_wrong_shape_named_by_load_body_models(body_models_root, tmp_path):
     shutil.copytree(body_models_root, root, symlinks=True)
     (root / "smpl" / "J_regressor_h36m.npy").unlink()
     np.save(root / "smpl" / "J_regressor_h36m.npy", np.zeros((24, 6890)))
-    with pytest.raises(BM.BodyModelError, match=r"J_regressor_h36m\.npy: entry 'J_regressor_h36m' has shape "
-                                                 r"\(24, 6890\); expected \(17, 6890\)"):
+    with pytest.raises(
+        BM.BodyModelError,
+        match=r"J_regressor_h36m\.npy: entry 'J_regressor_h36m' has shape "
+        r"\(24, 6890\); expected \(17, 6890\)",
+    ):
         BM.load_body_models(root, "3dpw")
     # a gendered SMPL-X file that says another gender is refused through load_body_models too
     (root / "smplx" / "SMPLX_MALE.npz").unlink()

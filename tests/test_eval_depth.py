@@ -104,10 +104,10 @@ def test_custom_mask_after_alignment_and_empty_sequence():
 
 
 def test_aggregate_weighted_by_valid_pixels():
-    a = {**{k: 1.0 for k in D.METRICS}, "valid_pixels": 3}
-    b = {**{k: 5.0 for k in D.METRICS}, "valid_pixels": 1}
-    empty = {**{k: 0.0 for k in D.METRICS}, "valid_pixels": 0}
-    assert D.aggregate_sequences([a, b, empty]) == {k: 2.0 for k in D.METRICS}
+    a = {**dict.fromkeys(D.METRICS, 1.0), "valid_pixels": 3}
+    b = {**dict.fromkeys(D.METRICS, 5.0), "valid_pixels": 1}
+    empty = {**dict.fromkeys(D.METRICS, 0.0), "valid_pixels": 0}
+    assert D.aggregate_sequences([a, b, empty]) == dict.fromkeys(D.METRICS, 2.0)
     with pytest.raises(ZeroDivisionError):
         D.aggregate_sequences([empty])
 
@@ -134,9 +134,14 @@ def test_matches_official_depth_evaluation_float64():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     depth_evaluation = _official_depth_evaluation()
-    flags = {"metric": {"metric_scale": True}, "median": {}, "scale": {"align_with_scale": True},
-             "lstsq": {"align_with_lstsq": True}, "lad": {"align_with_lad": True},
-             "lad_adam": {"align_with_lad2": True, "max_iters": 200}}
+    flags = {
+        "metric": {"metric_scale": True},
+        "median": {},
+        "scale": {"align_with_scale": True},
+        "lstsq": {"align_with_lstsq": True},
+        "lad": {"align_with_lad": True},
+        "lad_adam": {"align_with_lad2": True, "max_iters": 200},
+    }
     rng = np.random.default_rng(0)
     for case in range(6):
         gt = rng.uniform(0.3, 90.0, (2, 6, 7))

@@ -10,8 +10,9 @@ from human3r_jax.evaluation import depth_data as dd
 def write_dpt(path, depth, tag=202021.25, size=None):
     h, w = depth.shape
     width, height = size or (w, h)
-    path.write_bytes(np.float32(tag).tobytes() + np.array([width, height], "<i4").tobytes()
-                     + depth.astype("<f4").tobytes())
+    path.write_bytes(
+        np.float32(tag).tobytes() + np.array([width, height], "<i4").tobytes() + depth.astype("<f4").tobytes()
+    )
     return path
 
 
@@ -24,11 +25,14 @@ def test_png_depth_scaled_and_holes_invalid(tmp_path):
     np.testing.assert_array_equal(dd.read_png_depth(tmp_path / "d.png", 256)[0, 1:], [5000 / 256, 10000 / 256])
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda p: PIL.Image.fromarray(np.full((4, 4), 200, np.uint8)).save(p), "not a 16-bit"),
-    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n truncated"), "cannot read"),
-    (lambda p: None, "no such file"),
-])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda p: PIL.Image.fromarray(np.full((4, 4), 200, np.uint8)).save(p), "not a 16-bit"),
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n truncated"), "cannot read"),
+        (lambda p: None, "no such file"),
+    ],
+)
 def test_bad_png_named(tmp_path, make, needle):
     make(tmp_path / "d.png")
     with pytest.raises(dd.DepthDataError, match=f"d.png: {needle}"):

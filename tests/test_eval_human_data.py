@@ -79,9 +79,11 @@ def official_person(layers, raw, i, k):
     root = rotvec(R @ rodrigues(poses[:1])[0])
     gender = "male" if raw["genders"][i] == "m" else "female"
     with torch.no_grad():
-        out = layers[gender](global_orient=torch.from_numpy(root)[None],
-                             body_pose=torch.from_numpy(poses[1:]).reshape(1, 69),
-                             betas=torch.from_numpy(raw["betas"][i][:10])[None])
+        out = layers[gender](
+            global_orient=torch.from_numpy(root)[None],
+            body_pose=torch.from_numpy(poses[1:]).reshape(1, 69),
+            betas=torch.from_numpy(raw["betas"][i][:10])[None],
+        )
     v3d, j3d = out.vertices[0].numpy(), out.joints[0].numpy()
     trans = raw["trans"][i][k]
     root_cam = j3d[:1] + trans
@@ -98,9 +100,13 @@ def test_prepare_3dpw_matches_the_official_formula(threedpw, smpl_paths):
     _, raw, annots = threedpw
     layers = {g: smplx.SMPL(model_path=str(p), gender=g, dtype=torch.float64) for g, p in smpl_paths.items()}
     # courtyard: both persons valid but the woman at the last frame; downtown: frame 1 has no valid person
-    assert sorted(annots) == ["courtyard_a_00/image_00000.jpg", "courtyard_a_00/image_00001.jpg",
-                              "courtyard_a_00/image_00002.jpg", "downtown_b_01/image_00000.jpg",
-                              "downtown_b_01/image_00002.jpg"]
+    assert sorted(annots) == [
+        "courtyard_a_00/image_00000.jpg",
+        "courtyard_a_00/image_00001.jpg",
+        "courtyard_a_00/image_00002.jpg",
+        "downtown_b_01/image_00000.jpg",
+        "downtown_b_01/image_00002.jpg",
+    ]
     worst_t = 0.0
     for key, entry in annots.items():
         seq, image = key.split("/")
@@ -117,7 +123,11 @@ def test_prepare_3dpw_matches_the_official_formula(threedpw, smpl_paths):
             root_pose, transl, gender = official_person(layers, r, i, k)
             assert hum["smpl_gender"] == gender
             assert {n: a.shape for n, a in hum.items() if n != "smpl_gender"} == {
-                "smpl_root_pose": (1, 3), "smpl_body_pose": (23, 3), "smpl_shape": (10,), "smpl_transl": (3,)}
+                "smpl_root_pose": (1, 3),
+                "smpl_body_pose": (23, 3),
+                "smpl_shape": (10,),
+                "smpl_transl": (3,),
+            }
             assert all(a.dtype == np.float32 for n, a in hum.items() if n != "smpl_gender")
             np.testing.assert_allclose(hum["smpl_root_pose"][0], root_pose, atol=1e-6)
             np.testing.assert_array_equal(hum["smpl_body_pose"], r["poses"][i][k, 3:].reshape(23, 3).astype(np.float32))
@@ -138,8 +148,11 @@ def test_matrix_to_rotvec_is_the_official_conversion():
         np.testing.assert_allclose(hd.matrix_to_rotvec(R), axes * angle, atol=1e-9)
     # a camera rotation 1e-3 off orthonormal: roma 1.8's rotmat_to_rotvec (Markley), not scipy's projection
     R = [[-0.418892, -0.562925, -0.714255], [0.03629, 0.776317, -0.63061], [0.907145, -0.290093, -0.303202]]
-    np.testing.assert_allclose(hd.matrix_to_rotvec(np.array([R]))[0],
-                               [0.40059313398731367, -1.9004553295515465, 0.7003471099367147], atol=1e-14)
+    np.testing.assert_allclose(
+        hd.matrix_to_rotvec(np.array([R]))[0],
+        [0.40059313398731367, -1.9004553295515465, 0.7003471099367147],
+        atol=1e-14,
+    )
 
 
 def test_3dpw_annotations_round_trip(threedpw, tmp_path):
@@ -202,9 +215,11 @@ def test_3dpw_sequences_gaps_removed_and_persons_depth_ordered(threedpw):
 def test_only_restricts_and_names_unknown_sequences(threedpw):
     root, _, annots = threedpw
     assert [s.name for s in hd.list_sequences("3dpw", root, annotations=annots, only=["downtown_b_01"])] == [
-        "downtown_b_01"]
-    message = expect_error(lambda: hd.list_sequences("3dpw", root, annotations=annots, only=["nope"]),
-                           "3DPW annotations", "'nope'")
+        "downtown_b_01"
+    ]
+    message = expect_error(
+        lambda: hd.list_sequences("3dpw", root, annotations=annots, only=["nope"]), "3DPW annotations", "'nope'"
+    )
     assert "courtyard_a_00" in message
     with pytest.raises(hd.HumanDataError, match="annotations are required"):
         hd.list_sequences("3dpw", root)
@@ -219,8 +234,12 @@ def test_emdb_sequences_are_the_official_lists():
     assert len(hd.EMDB_SEQUENCES[1]) == 17 and len(hd.EMDB_SEQUENCES[2]) == 25
     if not os.path.isdir(OFFICIAL_GIT):
         pytest.skip("the official repository mirror is absent")
-    source = subprocess.run(["git", f"--git-dir={OFFICIAL_GIT}", "show", "402f2b2:eval/global_human/data_utils.py"],
-                            capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(
+        ["git", f"--git-dir={OFFICIAL_GIT}", "show", "402f2b2:eval/global_human/data_utils.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for split in (1, 2):
         block = source.split(f"EMDB{split}_LIST = [")[1].split("]")[0]
         paths = re.findall(r"'([^']+)_data\.pkl'", block)
@@ -251,8 +270,11 @@ def test_emdb2_only_and_missing_sequence(tmp_path):
     names = ["P3/29_outdoor_stairs_up", "P2/19_indoor_walk_off_mvs"]
     write_emdb(tmp_path, 2, seed=4, sequences=names)
     assert [s.name for s in hd.list_sequences("emdb2", tmp_path, only=names)] == names[::-1]  # official order
-    expect_error(lambda: hd.list_sequences("emdb2", tmp_path, only=["P8/69_outdoor_cartwheel"]), "EMDB-2",
-                 "'P8/69_outdoor_cartwheel'")
+    expect_error(
+        lambda: hd.list_sequences("emdb2", tmp_path, only=["P8/69_outdoor_cartwheel"]),
+        "EMDB-2",
+        "'P8/69_outdoor_cartwheel'",
+    )
     expect_error(lambda: hd.list_sequences("emdb2", tmp_path), tmp_path / "P4/35_indoor_walk", "no such file")
 
 
@@ -274,8 +296,9 @@ class Evil:
         return os.system, (f"touch {self.marker}",)
 
 
-@pytest.mark.parametrize("case", ["extra image", "no images", "non-image", "extrinsics", "gender", "mask dtype",
-                                  "name", "evil"])
+@pytest.mark.parametrize(
+    "case", ["extra image", "no images", "non-image", "extrinsics", "gender", "mask dtype", "name", "evil"]
+)
 def test_emdb_bad_inputs_name_the_file(tmp_path, case):
     name = "P0/09_outdoor_walk"
     write_emdb(tmp_path, 2, seed=5, sequences=[name])
@@ -318,8 +341,9 @@ def test_non_finite_values_only_matter_in_the_frames_used(tmp_path, smpl_models)
     pkl = rewrite_emdb(tmp_path / name, lambda d: d["smpl"]["trans"].__setitem__(1, np.nan))  # frame 1 is bad
     assert len(hd.list_sequences("emdb2", tmp_path, only=[name])[0].frames) == 2
     rewrite_emdb(tmp_path / name, lambda d: d["camera"]["extrinsics"].__setitem__(2, np.nan))
-    expect_error(lambda: hd.list_sequences("emdb2", tmp_path, only=[name]), pkl,
-                 "camera.extrinsics (good frames): non-finite")
+    expect_error(
+        lambda: hd.list_sequences("emdb2", tmp_path, only=[name]), pkl, "camera.extrinsics (good frames): non-finite"
+    )
 
     write_3dpw_raw(tmp_path / "3dpw", seed=10, sequences=("courtyard_a_00", "office_b_01"))
     path = tmp_path / "3dpw" / "sequenceFiles" / "test" / "office_b_01.pkl"
@@ -352,9 +376,19 @@ def test_rich_frame_id_selection_and_static_camera(tmp_path):
 
 
 def save_rich_labels(path, labels):
-    tensors = {vid: {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else
-                         {n: torch.from_numpy(a) for n, a in v.items()} if isinstance(v, dict) else v)
-                     for k, v in label.items()} for vid, label in labels.items()}
+    tensors = {
+        vid: {
+            k: (
+                torch.from_numpy(v)
+                if isinstance(v, np.ndarray)
+                else {n: torch.from_numpy(a) for n, a in v.items()}
+                if isinstance(v, dict)
+                else v
+            )
+            for k, v in label.items()
+        }
+        for vid, label in labels.items()
+    }
     torch.save(tensors, path)
 
 
@@ -373,8 +407,9 @@ def test_rich_flat_layout_and_unsorted_frame_id(tmp_path):
     np.testing.assert_array_equal(seq.params["transl"][:, 0], labels[vid]["gt_smplx_params"]["transl"])
 
 
-@pytest.mark.parametrize("case", ["no labels", "not a zip", "frame_id range", "body_pose", "camera", "gender",
-                                  "non-image", "no folder"])
+@pytest.mark.parametrize(
+    "case", ["no labels", "not a zip", "frame_id range", "body_pose", "camera", "gender", "non-image", "no folder"]
+)
 def test_rich_bad_inputs_name_the_file(tmp_path, case):
     labels, _ = write_rich(tmp_path, seed=8)
     path = tmp_path / "hmr4d_support" / "rich_test_labels.pt"
@@ -491,5 +526,8 @@ def test_3dpw_sequences_missing_frames(threedpw, tmp_path):
     frame.unlink()
     expect_error(lambda: hd.list_sequences("3dpw", tmp_path, annotations=annots), frame, "no such frame")
     shutil.rmtree(tmp_path / "imageFiles" / "courtyard_a_00")
-    expect_error(lambda: hd.list_sequences("3dpw", tmp_path, annotations=annots),
-                 tmp_path / "imageFiles" / "courtyard_a_00", "no such folder")
+    expect_error(
+        lambda: hd.list_sequences("3dpw", tmp_path, annotations=annots),
+        tmp_path / "imageFiles" / "courtyard_a_00",
+        "no such folder",
+    )

@@ -62,8 +62,9 @@ def test_greedy_order_beats_optimal_assignment():
     np.testing.assert_array_equal(matches, [[0, 0], [1, 1]])
     assert fp == [] and miss == []
     # Matches come in acceptance order, not sorted by pred: here (p1, g0) = 4 is accepted before (p0, g1) = 10.
-    matches, _, _ = H.match_2d_greedy(np.stack([SQUARE + [5.0, 0.0], SQUARE + [38.0, 0.0]]),
-                                      np.stack([SQUARE + [40.0, 0.0], SQUARE]))
+    matches, _, _ = H.match_2d_greedy(
+        np.stack([SQUARE + [5.0, 0.0], SQUARE + [38.0, 0.0]]), np.stack([SQUARE + [40.0, 0.0], SQUARE])
+    )
     np.testing.assert_array_equal(matches, [[1, 0], [0, 1]])
 
 
@@ -187,8 +188,9 @@ def test_camcoord_float32_and_empty():
     for k in H.CAMCOORD_KEYS:
         assert o32[k].dtype == np.float32 and o64[k].dtype == np.float64
         np.testing.assert_allclose(o32[k], o64[k], rtol=1e-4, atol=1e-3)
-    empty = H.camcoord_metrics(np.zeros((0, 24, 3)), np.zeros((0, 24, 3)), np.zeros((0, 10, 3)),
-                               np.zeros((0, 10, 3)), (1, 2))
+    empty = H.camcoord_metrics(
+        np.zeros((0, 24, 3)), np.zeros((0, 24, 3)), np.zeros((0, 10, 3)), np.zeros((0, 10, 3)), (1, 2)
+    )
     assert all(v.shape == (0,) for v in empty.values())
 
 
@@ -236,8 +238,9 @@ def test_rte_known_offset():
     np.testing.assert_allclose(out["rte"], d / 3 * 100, rtol=1e-9)
     # Sim(3): s = trace(DS) / var = 0.5 / (0.5 + d²); error = √(2·(0.5(1 − s))² + (s d)²).
     s = 0.5 / (0.5 + d**2)
-    np.testing.assert_allclose(out["rte_scaled"], math.sqrt(2 * (0.5 * (1 - s)) ** 2 + (s * d) ** 2) / 3 * 100,
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        out["rte_scaled"], math.sqrt(2 * (0.5 * (1 - s)) ** 2 + (s * d) ** 2) / 3 * 100, rtol=1e-9
+    )
     # A rigidly moved prediction has zero rigid RTE; a scaled one only zero scaled RTE.
     R = _rot(3)
     out = H.global_metrics(2.0 * gj @ R.T + 1.0, gj, _verts(4), _verts(4))
@@ -314,14 +317,14 @@ def test_sequence_metrics_rounds_like_percent_format():
 
 def test_aggregate_weighting():
     def row(n, v):
-        return {"n_human": n, **{k: v for k in H.SUMMARY_KEYS}}
+        return {"n_human": n, **dict.fromkeys(H.SUMMARY_KEYS, v)}
 
     bad = row(50, 1.0)
     bad["rte"] = float("nan")  # printed as "nan": the official parser drops the whole line
     out = H.aggregate([row(1, 10.0), row(3, 20.0), row(0, 99.0), bad])
     assert out["n_human"] == 4
     assert all(out[k] == 17.5 for k in H.SUMMARY_KEYS)
-    assert H.aggregate([]) == {"n_human": 0, **{k: 0.0 for k in H.SUMMARY_KEYS}}
+    assert H.aggregate([]) == {"n_human": 0, **dict.fromkeys(H.SUMMARY_KEYS, 0.0)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -349,8 +352,13 @@ def load_official(checkout):
     eval_pkg.__path__ = []
     relpose_pkg = types.ModuleType("eval.relpose")
     relpose_pkg.__path__ = []
-    stubs.update({"eval": eval_pkg, "eval.relpose": relpose_pkg,
-                  "eval.relpose.evo_utils": types.ModuleType("eval.relpose.evo_utils")})
+    stubs.update(
+        {
+            "eval": eval_pkg,
+            "eval.relpose": relpose_pkg,
+            "eval.relpose.evo_utils": types.ModuleType("eval.relpose.evo_utils"),
+        }
+    )
     saved = {k: sys.modules.get(k) for k in stubs}
     sys.modules.update(stubs)
     try:
@@ -453,18 +461,32 @@ def _global_batch(rng, n):
     return pj, gj, pv, gv
 
 
-CAM_NAMES = {"mpjpe": "ca_mpjpe", "pve": "ca_pve", "pa_mpjpe": "pa_mpjpe", "pa_pve": "pa_pve",
-             "metric_mpjpe": "me_mpjpe", "metric_pve": "me_pve", "root_error": "rt_error"}
-GLOBAL_NAMES = {"w_mpjpe": "wa2_mpjpe", "wa_mpjpe": "waa_mpjpe", "rte": "rte", "rte_scaled": "rte_scaled",
-                "jitter": "jitter", "foot_sliding": "fs"}
+CAM_NAMES = {
+    "mpjpe": "ca_mpjpe",
+    "pve": "ca_pve",
+    "pa_mpjpe": "pa_mpjpe",
+    "pa_pve": "pa_pve",
+    "metric_mpjpe": "me_mpjpe",
+    "metric_pve": "me_pve",
+    "root_error": "rt_error",
+}
+GLOBAL_NAMES = {
+    "w_mpjpe": "wa2_mpjpe",
+    "wa_mpjpe": "waa_mpjpe",
+    "rte": "rte",
+    "rte_scaled": "rte_scaled",
+    "jitter": "jitter",
+    "foot_sliding": "fs",
+}
 
 
 def _official_camcoord(official, arrays, pelvis, dtype):
     import torch
 
     with _torch_default(dtype):
-        batch = dict(zip(("pred_j3d", "target_j3d", "pred_v3d", "target_v3d"),
-                         (torch.from_numpy(a).to(dtype) for a in arrays)))
+        batch = dict(
+            zip(("pred_j3d", "target_j3d", "pred_v3d", "target_v3d"), (torch.from_numpy(a).to(dtype) for a in arrays))
+        )
         return official.eval_camcoord(batch, list(pelvis))
 
 
@@ -472,8 +494,9 @@ def _official_global(official, arrays, dtype):
     import torch
 
     with _torch_default(dtype):
-        batch = dict(zip(("pred_j3d", "target_j3d", "pred_v3d", "target_v3d"),
-                         (torch.from_numpy(a).to(dtype) for a in arrays)))
+        batch = dict(
+            zip(("pred_j3d", "target_j3d", "pred_v3d", "target_v3d"), (torch.from_numpy(a).to(dtype) for a in arrays))
+        )
         return official.eval_global(batch)
 
 
@@ -484,10 +507,10 @@ def test_official_camcoord_global_and_summary(official, tmp_path):
     worst = {}
     rows, official_results = [], []
     for seq, (m_per_frame, j, pelvis, n_global) in enumerate(
-            [(1, 24, (1, 2), 1), (2, 14, (2, 3), 2), (3, 24, (1, 2), 5), (1, 24, (1, 2), 150),
-             (1, 24, (1, 2), 250)]):
+        [(1, 24, (1, 2), 1), (2, 14, (2, 3), 2), (3, 24, (1, 2), 5), (1, 24, (1, 2), 150), (1, 24, (1, 2), 250)]
+    ):
         per_ours, per_theirs = {k: [] for k in CAM_NAMES}, {v: [] for v in CAM_NAMES.values()}
-        for frame in range(3):
+        for _frame in range(3):
             arrays = _camcoord_batch(rng, m_per_frame, j)
             ours = H.camcoord_metrics(*arrays, pelvis)
             ours32 = H.camcoord_metrics(*arrays, pelvis, dtype=np.float32)
@@ -520,10 +543,11 @@ def test_official_camcoord_global_and_summary(official, tmp_path):
         # The sequence line: the official write_log → extract_metrics round trip against sequence_metrics.
         counter = {"n_human": 3 * m_per_frame, "count": 3 * m_per_frame + seq, "miss": seq, "fp": seq % 2}
         official_metrics = collections.defaultdict(list, per_theirs)
-        official_metrics["precision"], official_metrics["recall"], official_metrics["f1_score"] = \
-            official.compute_prf1(counter["count"], counter["miss"], counter["fp"])
+        official_metrics["precision"], official_metrics["recall"], official_metrics["f1_score"] = official.compute_prf1(
+            counter["count"], counter["miss"], counter["fp"]
+        )
         if n_global > 1:  # F = 1 prints "nan"/"inf" RTE, which the official parser drops (checked below)
-            for k, name in GLOBAL_NAMES.items():
+            for name in GLOBAL_NAMES.values():
                 official_metrics[name] = [theirs[name]]
         log = tmp_path / f"seq{seq}.txt"
         official.write_log(str(log), "emdb2", f"seq{seq}", counter, official_metrics)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("evo")
-from scipy.spatial.transform import Rotation  # noqa: E402
+from scipy.spatial.transform import Rotation
 
-from human3r_jax.evaluation import pose as P  # noqa: E402
+from human3r_jax.evaluation import pose as P
 
 OFFICIAL = os.environ.get("HUMAN3R_OFFICIAL_HUMAN3R")
 
@@ -146,8 +146,8 @@ def test_degenerate_is_failed_not_exception(case):
 
 
 def test_evo_sim3_matches_numpy_umeyama():
-    from evo.core.metrics import PoseRelation
     from evo import main_ape
+    from evo.core.metrics import PoseRelation
 
     gt = _random_c2w(40, 6)
     est = _sim3(gt, 1.7, Rotation.from_rotvec([1.0, 0.2, -0.4]).as_matrix(), np.array([0.5, 1.0, -3.0]))
@@ -193,9 +193,11 @@ def _write_cam(path, w2c, K=None, tag=P.SINTEL_TAG):
 
 def test_read_tum_groundtruth(tmp_path):
     p = tmp_path / "groundtruth_90.txt"
-    p.write_text("# ground truth trajectory\n# timestamp tx ty tz qx qy qz qw\n"
-                 "1305031102.1758 1.3405 0.6266 1.6575 0.6574 0.6126 -0.2949 -0.3248\n"
-                 "1305031102.2159 1.3303 0.6256 1.6464 0.6579 0.6161 -0.2932 -0.3189\n")
+    p.write_text(
+        "# ground truth trajectory\n# timestamp tx ty tz qx qy qz qw\n"
+        "1305031102.1758 1.3405 0.6266 1.6575 0.6574 0.6126 -0.2949 -0.3248\n"
+        "1305031102.2159 1.3303 0.6256 1.6464 0.6579 0.6161 -0.2932 -0.3189\n"
+    )
     tum, t = P.read_tum_groundtruth(p)
     assert tum.shape == (2, 7) and t[0] == 1305031102.1758
     np.testing.assert_array_equal(tum[0], [1.3405, 0.6266, 1.6575, -0.3248, 0.6574, 0.6126, -0.2949])
@@ -264,7 +266,8 @@ def load_official(checkout):
     source before it runs. ``utils.py``'s unused heavy imports (cv2, roma, imageio) are stubbed.
     """
     relpose = os.path.join(checkout, "eval", "relpose")
-    src = open(os.path.join(relpose, "evo_utils.py")).read()
+    with open(os.path.join(relpose, "evo_utils.py")) as f:
+        src = f.read()
     assert src.count('est_name="traj",') == 4
     evo_utils = types.ModuleType("official_evo_utils")
     evo_utils.__file__ = os.path.join(relpose, "evo_utils.py")

@@ -9,15 +9,32 @@ import json
 
 import numpy as np
 import pytest
-
 from fake_human_datasets import write_3dpw_raw, write_emdb, write_rich
+
 from human3r_jax import cli
 from human3r_jax.evaluation import body_models as bm
 from human3r_jax.evaluation import human, human_data, runner
 
 MODEL = ["--random-weights", "human3r_tiny", "--size", "224", "--quiet"]
-ROW_KEYS = {"n_human", "pve", "pa_pve", "metric_pve", "mpjpe", "pa_mpjpe", "metric_mpjpe", "root_error", "w_mpjpe",
-            "wa_mpjpe", "rte", "rte_scaled", "jitter", "foot_sliding", "precision", "recall", "f1"}
+ROW_KEYS = {
+    "n_human",
+    "pve",
+    "pa_pve",
+    "metric_pve",
+    "mpjpe",
+    "pa_mpjpe",
+    "metric_mpjpe",
+    "root_error",
+    "w_mpjpe",
+    "wa_mpjpe",
+    "rte",
+    "rte_scaled",
+    "jitter",
+    "foot_sliding",
+    "precision",
+    "recall",
+    "f1",
+}
 
 
 def run_cli(argv, capsys):
@@ -39,8 +56,19 @@ def test_3dpw_raw_release_end_to_end_and_rerun_skips(tmp_path, capsys, monkeypat
     root = tmp_path / "3DPW"
     write_3dpw_raw(root, seed=0)
     out = tmp_path / "eval"
-    argv = ["evaluate", "human", "--dataset", "3dpw", "--root", str(root), "--body-models", str(body_models_root),
-            "--out", str(out), *MODEL]
+    argv = [
+        "evaluate",
+        "human",
+        "--dataset",
+        "3dpw",
+        "--root",
+        str(root),
+        "--body-models",
+        str(body_models_root),
+        "--out",
+        str(out),
+        *MODEL,
+    ]
     code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
     entry = _entry(out, "3dpw")
@@ -59,7 +87,7 @@ def test_3dpw_raw_release_end_to_end_and_rerun_skips(tmp_path, capsys, monkeypat
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert _entry(out, "3dpw")["mean"] == entry["mean"]
-    code, _, err = run_cli(argv[:-len(MODEL)] + ["--rescore", "--quiet", "--fix-quirks"], capsys)
+    code, _, err = run_cli(argv[: -len(MODEL)] + ["--rescore", "--quiet", "--fix-quirks"], capsys)
     assert code == 0, err
     assert _entry(out, "3dpw")["quirks"] == "fixed"
 
@@ -69,8 +97,9 @@ def test_3dpw_prepared_file_matches_the_raw_release(tmp_path, capsys, body_model
     write_3dpw_raw(raw, seed=0)
     annots = human_data.prepare_3dpw(raw, models["3dpw"].smpl["male"], models["3dpw"].smpl["female"])
     human_data.save_3dpw_annotations(raw / "3dpw_test.pkl", annots)
-    from_file = human_data.list_sequences("3dpw", raw, annotations=human_data.read_3dpw_annotations(
-        human_data.find_3dpw_annotations(raw)))
+    from_file = human_data.list_sequences(
+        "3dpw", raw, annotations=human_data.read_3dpw_annotations(human_data.find_3dpw_annotations(raw))
+    )
     from_raw = human_data.list_sequences("3dpw", raw, annotations=annots)
     assert [s.name for s in from_file] == [s.name for s in from_raw]
     for a, b in zip(from_file, from_raw):
@@ -90,12 +119,31 @@ def test_emdb2_global_metrics_and_interrupted_run_resumes(tmp_path, capsys, body
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        human.evaluate("emdb2", root, out, body_models=body_models_root, random_weights="human3r_tiny", size=224,
-                       sequences=list(names), progress=False, on_sequence=interrupt, print_table=False)
+        human.evaluate(
+            "emdb2",
+            root,
+            out,
+            body_models=body_models_root,
+            random_weights="human3r_tiny",
+            size=224,
+            sequences=list(names),
+            progress=False,
+            on_sequence=interrupt,
+            print_table=False,
+        )
     assert len(done) == 1 and runner.cache_path(out / "emdb2", done[0]).is_file()
-    entry = human.evaluate("emdb2", root, out, body_models=body_models_root, random_weights="human3r_tiny",
-                           size=224, sequences=list(names), progress=False, on_sequence=done.append,
-                           print_table=False)
+    entry = human.evaluate(
+        "emdb2",
+        root,
+        out,
+        body_models=body_models_root,
+        random_weights="human3r_tiny",
+        size=224,
+        sequences=list(names),
+        progress=False,
+        on_sequence=done.append,
+        print_table=False,
+    )
     assert done[1:] == [names[1]]  # only the missing sequence ran
     assert entry["settings"]["reset_interval"] == 50
     assert set(entry["mean"]) >= ROW_KEYS and list(entry["sequences"]) == list(names)
@@ -105,8 +153,22 @@ def test_rich_end_to_end(tmp_path, capsys, body_models_root):
     root = tmp_path / "RICH"
     write_rich(root, seed=2)
     out = tmp_path / "eval"
-    code, _, err = run_cli(["evaluate", "human", "--dataset", "rich", "--root", str(root), "--body-models",
-                            str(body_models_root), "--out", str(out), *MODEL], capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "human",
+            "--dataset",
+            "rich",
+            "--root",
+            str(root),
+            "--body-models",
+            str(body_models_root),
+            "--out",
+            str(out),
+            *MODEL,
+        ],
+        capsys,
+    )
     assert code == 0, err
     entry = _entry(out, "rich")
     assert entry["settings"]["reset_interval"] is None and set(entry["mean"]) >= ROW_KEYS
@@ -121,10 +183,17 @@ def _perfect_cache(seq, models, hw=(224, 224)):
     rows, cam, _ = human.gt_vertices(models, seq, fix_quirks=True)
     K = human.gt_intrinsics(seq, hw, 224, fix_quirks=False)
     n = len(rows)
-    return {"frame_name": np.asarray([f.name for f in seq.frames]), "c2w": np.linalg.inv(seq.T_w2c),
-            "focal": K[:, 0, 0].astype(np.float32), "image_hw": np.asarray(hw), "person_frame": rows[:, 0],
-            "rotmat": np.zeros((n, 53, 3, 3)), "shape": np.zeros((n, 10)), "expression": np.zeros((n, 10)),
-            "transl": np.zeros((n, 3))}, cam
+    return {
+        "frame_name": np.asarray([f.name for f in seq.frames]),
+        "c2w": np.linalg.inv(seq.T_w2c),
+        "focal": K[:, 0, 0].astype(np.float32),
+        "image_hw": np.asarray(hw),
+        "person_frame": rows[:, 0],
+        "rotmat": np.zeros((n, 53, 3, 3)),
+        "shape": np.zeros((n, 10)),
+        "expression": np.zeros((n, 10)),
+        "transl": np.zeros((n, 3)),
+    }, cam
 
 
 @pytest.mark.parametrize("dataset", ["emdb2", "rich"])
@@ -152,8 +221,9 @@ def test_3dpw_quirk_q1_scores_women_against_a_male_body(tmp_path, models):
     raw = tmp_path / "3DPW"
     write_3dpw_raw(raw, seed=0)
     m = models["3dpw"]
-    seqs = human_data.list_sequences("3dpw", raw, annotations=human_data.prepare_3dpw(raw, m.smpl["male"],
-                                                                                       m.smpl["female"]))
+    seqs = human_data.list_sequences(
+        "3dpw", raw, annotations=human_data.prepare_3dpw(raw, m.smpl["male"], m.smpl["female"])
+    )
     seq = next(s for s in seqs if (s.gender == 2).any())
     rows, official, _ = human.gt_vertices(m, seq, fix_quirks=False)
     _, fixed, _ = human.gt_vertices(m, seq, fix_quirks=True)
@@ -162,7 +232,8 @@ def test_3dpw_quirk_q1_scores_women_against_a_male_body(tmp_path, models):
     differs = np.abs(official - fixed).max(axis=(1, 2)) > 1e-9
     # official: rows 0/1 (by slot) take the female model, every other woman keeps the male body
     assert set(np.flatnonzero(differs)) == ({r for r in range(len(rows)) if female[r]} - slots) | (
-        {s for s in slots if s < len(rows) and not female[s]})
+        {s for s in slots if s < len(rows) and not female[s]}
+    )
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -179,13 +250,59 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, body_models_root)
         (base + ["--body-models", str(body_models_root), "--sequences", "P0/not_a_sequence"], "not_a_sequence"),
         (base + ["--body-models", str(body_models_root), "--align", "scale"], "--align"),
         (base + ["--body-models", str(body_models_root), "--sequences", " , "], "no sequence name"),
-        (["evaluate", "human", "--dataset", "emdb1", "--root", str(next(root.rglob("*.pkl"))), "--out",
-          str(tmp_path / "o4"), "--body-models", str(body_models_root), *MODEL], "a file"),
-        (["evaluate", "depth", "--dataset", "bonn", "--root", str(root), "--out", str(tmp_path / "o2"),
-          "--body-models", str(body_models_root), *MODEL], "--body-models"),
-        (["evaluate", "human", "--dataset", "emdb1", "--root", str(root), "--out", str(tmp_path / "o3"),
-          "--body-models", str(body_models_root), "--random-weights", "cut3r_tiny", "--size", "224", "--quiet", *one],
-         "Human3R"),
+        (
+            [
+                "evaluate",
+                "human",
+                "--dataset",
+                "emdb1",
+                "--root",
+                str(next(root.rglob("*.pkl"))),
+                "--out",
+                str(tmp_path / "o4"),
+                "--body-models",
+                str(body_models_root),
+                *MODEL,
+            ],
+            "a file",
+        ),
+        (
+            [
+                "evaluate",
+                "depth",
+                "--dataset",
+                "bonn",
+                "--root",
+                str(root),
+                "--out",
+                str(tmp_path / "o2"),
+                "--body-models",
+                str(body_models_root),
+                *MODEL,
+            ],
+            "--body-models",
+        ),
+        (
+            [
+                "evaluate",
+                "human",
+                "--dataset",
+                "emdb1",
+                "--root",
+                str(root),
+                "--out",
+                str(tmp_path / "o3"),
+                "--body-models",
+                str(body_models_root),
+                "--random-weights",
+                "cut3r_tiny",
+                "--size",
+                "224",
+                "--quiet",
+                *one,
+            ],
+            "Human3R",
+        ),
     ]
     for argv, needle in cases:
         code, _, err = run_cli(argv, capsys)
@@ -201,9 +318,24 @@ def test_a_missing_body_model_file_is_named_with_its_source(tmp_path, capsys, bo
     victim.unlink()
     root = tmp_path / "EMDB"
     write_emdb(root, 1, seed=5, sequences=human_data.EMDB_SEQUENCES[1][:1])
-    code, _, err = run_cli(["evaluate", "human", "--dataset", "emdb1", "--root", str(root), "--out",
-                            str(tmp_path / "o"), "--body-models", str(partial), *MODEL, "--sequences",
-                            human_data.EMDB_SEQUENCES[1][0]], capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "human",
+            "--dataset",
+            "emdb1",
+            "--root",
+            str(root),
+            "--out",
+            str(tmp_path / "o"),
+            "--body-models",
+            str(partial),
+            *MODEL,
+            "--sequences",
+            human_data.EMDB_SEQUENCES[1][0],
+        ],
+        capsys,
+    )
     assert code == 2 and len(err) == 1 and "SMPL_FEMALE.pkl" in err[0] and "smpl.is.tue.mpg.de" in err[0], err
     assert not (tmp_path / "o").exists()  # nothing written before the inputs were checked
 
@@ -212,8 +344,14 @@ def test_sequences_batched_over_devices_predict_what_they_predict_alone(tmp_path
     names = human_data.EMDB_SEQUENCES[1][:3]
     root = tmp_path / "EMDB"
     write_emdb(root, 1, seed=6, sequences=names, frames=4)
-    run = dict(body_models=body_models_root, random_weights="human3r_tiny", size=224, sequences=list(names),
-               progress=False, print_table=False)
+    run = {
+        "body_models": body_models_root,
+        "random_weights": "human3r_tiny",
+        "size": 224,
+        "sequences": list(names),
+        "progress": False,
+        "print_table": False,
+    }
     alone = human.evaluate("emdb1", root, tmp_path / "alone", **run)
     batches = []
     real = runner.run_frames

@@ -42,8 +42,9 @@ def make_bonn(root: Path, n_frames: int = 3, n: int = 110) -> Path:
     return root
 
 
-def make_tum(root: Path, seqs=("rgbd_dataset_freiburg3_sitting_static", "rgbd_dataset_freiburg3_walking_xyz"),
-             n_frames: int = 4) -> Path:
+def make_tum(
+    root: Path, seqs=("rgbd_dataset_freiburg3_sitting_static", "rgbd_dataset_freiburg3_walking_xyz"), n_frames: int = 4
+) -> Path:
     rng = np.random.default_rng(1)
     for k, seq in enumerate(seqs):
         d = root / seq
@@ -71,8 +72,9 @@ def _c2w(i: int, k: int = 0) -> np.ndarray:
 KITTI = Path("depth_selection") / "val_selection_cropped"
 
 
-def make_kitti(root: Path, drives=("2011_09_26_drive_0002_sync", "2011_09_26_drive_0005_sync"),
-               n_frames: int = 2) -> Path:
+def make_kitti(
+    root: Path, drives=("2011_09_26_drive_0002_sync", "2011_09_26_drive_0005_sync"), n_frames: int = 2
+) -> Path:
     """KITTI as MonST3R's prepare_kitti.py gathers it: sparse uint16 GT, metres × 256, 0 = no LiDAR point."""
     rng = np.random.default_rng(2)
     for drive in drives:
@@ -90,8 +92,9 @@ def make_kitti(root: Path, drives=("2011_09_26_drive_0002_sync", "2011_09_26_dri
 
 def write_dpt(path: Path, depth: np.ndarray) -> None:
     h, w = depth.shape
-    path.write_bytes(np.float32(202021.25).tobytes() + np.array([w, h], "<i4").tobytes()
-                     + depth.astype("<f4").tobytes())
+    path.write_bytes(
+        np.float32(202021.25).tobytes() + np.array([w, h], "<i4").tobytes() + depth.astype("<f4").tobytes()
+    )
 
 
 def write_cam(path: Path, c2w: np.ndarray) -> None:
@@ -144,9 +147,17 @@ def run_cli(argv, capsys):
 # ---------------------------------------------------------------- frame loader
 
 
-@pytest.mark.parametrize("raw,expected", [((640, 480), (512, 384)), ((1024, 436), (512, 208)),
-                                          ((1242, 375), (512, 144)), ((1296, 968), (512, 368)),
-                                          ((1080, 1920), (288, 512)), ((4112, 3008), (512, 368))])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ((640, 480), (512, 384)),
+        ((1024, 436), (512, 208)),
+        ((1242, 375), (512, 144)),
+        ((1296, 968), (512, 368)),
+        ((1080, 1920), (288, 512)),
+        ((4112, 3008), (512, 368)),
+    ],
+)
 def test_eval_sizes_match_the_spec_table(raw, expected):
     assert frames.eval_model_size(*raw) == expected
     img = PIL.Image.new("RGB", raw, (10, 200, 30))
@@ -174,8 +185,9 @@ def test_crop_mode_is_the_demo_loader_and_resize_squeezes():
 
 def test_depth_bonn_metrics_and_a_rerun_skips_every_sequence(tmp_path, capsys, monkeypatch):
     root, out = make_bonn(tmp_path / "bonn"), tmp_path / "out"
-    code, stdout, err = run_cli(["evaluate", "depth", "--dataset", "bonn", "--root", str(root), "--out", str(out),
-                                 *MODEL], capsys)
+    code, stdout, err = run_cli(
+        ["evaluate", "depth", "--dataset", "bonn", "--root", str(root), "--out", str(out), *MODEL], capsys
+    )
     assert code == 0, err
     doc = json.loads((out / "metrics.json").read_text())
     entry = doc["results"]["depth/bonn"]
@@ -201,8 +213,24 @@ def test_depth_bonn_metrics_and_a_rerun_skips_every_sequence(tmp_path, capsys, m
 
     monkeypatch.setattr(runtime, "step", no_model)
     monkeypatch.setattr("human3r_jax.reconstruct.load_model", no_model)
-    code, _, err = run_cli(["evaluate", "depth", "--dataset", "bonn", "--root", str(root), "--out", str(out),
-                            *MODEL, "--align", "scale", "--align", "metric"], capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "depth",
+            "--dataset",
+            "bonn",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            *MODEL,
+            "--align",
+            "scale",
+            "--align",
+            "metric",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert {p.name: p.stat().st_mtime_ns for p in (out / "bonn").glob("*.npz")} == mtimes
     entry = json.loads((out / "metrics.json").read_text())["results"]["depth/bonn"]
@@ -216,20 +244,40 @@ def test_interrupted_run_resumes_and_rescore_needs_no_model(tmp_path, capsys, mo
         raise KeyboardInterrupt("after " + name)
 
     with pytest.raises(KeyboardInterrupt):
-        scene.evaluate("depth", "bonn", root, out, random_weights="cut3r_tiny", size=224, progress=False,
-                       on_sequence=stop, print_table=False)
+        scene.evaluate(
+            "depth",
+            "bonn",
+            root,
+            out,
+            random_weights="cut3r_tiny",
+            size=224,
+            progress=False,
+            on_sequence=stop,
+            print_table=False,
+        )
     cached = sorted(p.name for p in (out / "bonn").glob("*.npz"))
     assert cached == ["balloon2.npz"] and not (out / "metrics.json").exists()
     first = (out / "bonn" / "balloon2.npz").stat().st_mtime_ns
 
     # --rescore before the cache is complete: one line naming the missing sequence
-    code, _, err = run_cli(["evaluate", "depth", "--dataset", "bonn", "--root", str(root), "--out", str(out),
-                            "--rescore", "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["evaluate", "depth", "--dataset", "bonn", "--root", str(root), "--out", str(out), "--rescore", "--quiet"],
+        capsys,
+    )
     assert code == 2 and len(err) == 1 and "crowd2.npz" in err[0]
 
     seen = []
-    scene.evaluate("depth", "bonn", root, out, random_weights="cut3r_tiny", size=224, progress=False,
-                   on_sequence=seen.append, print_table=False)
+    scene.evaluate(
+        "depth",
+        "bonn",
+        root,
+        out,
+        random_weights="cut3r_tiny",
+        size=224,
+        progress=False,
+        on_sequence=seen.append,
+        print_table=False,
+    )
     assert seen == list(BONN_SEQUENCES[1:])
     assert (out / "bonn" / "balloon2.npz").stat().st_mtime_ns == first
     before = json.loads((out / "metrics.json").read_text())["results"]["depth/bonn"]
@@ -239,8 +287,25 @@ def test_interrupted_run_resumes_and_rescore_needs_no_model(tmp_path, capsys, mo
 
     monkeypatch.setattr("human3r_jax.reconstruct.load_model", no_model)
     monkeypatch.setattr(runtime, "step", no_model)
-    code, stdout, err = run_cli(["evaluate", "depth", "--dataset", "bonn", "--root", str(root), "--out", str(out),
-                                 "--rescore", "--align", "scale", "--align", "metric", "--quiet"], capsys)
+    code, stdout, err = run_cli(
+        [
+            "evaluate",
+            "depth",
+            "--dataset",
+            "bonn",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--rescore",
+            "--align",
+            "scale",
+            "--align",
+            "metric",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     after = json.loads((out / "metrics.json").read_text())["results"]["depth/bonn"]
     assert after["align"]["scale"] == before["align"]["scale"]
@@ -254,8 +319,22 @@ def test_interrupted_run_resumes_and_rescore_needs_no_model(tmp_path, capsys, mo
 
 def test_pose_tum_metrics_with_resets(tmp_path, capsys):
     root, out = make_tum(tmp_path / "tum"), tmp_path / "out"
-    code, stdout, err = run_cli(["evaluate", "pose", "--dataset", "tum", "--root", str(root), "--out", str(out),
-                                 *MODEL, "--reset-interval", "2"], capsys)
+    code, stdout, err = run_cli(
+        [
+            "evaluate",
+            "pose",
+            "--dataset",
+            "tum",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            *MODEL,
+            "--reset-interval",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     entry = json.loads((out / "metrics.json").read_text())["results"]["pose/tum"]
     assert entry["metrics"]["ate"]["unit"].startswith("m") and entry["metrics"]["rpe_rot"]["unit"].startswith("deg")
@@ -287,8 +366,9 @@ def test_pose_tum_metrics_with_resets(tmp_path, capsys):
     np.testing.assert_allclose(cache["depth"], depth, rtol=1e-4, atol=1e-5)
 
     # other settings into the same cache: refused, one line
-    code, _, err = run_cli(["evaluate", "pose", "--dataset", "tum", "--root", str(root), "--out", str(out),
-                            *MODEL], capsys)
+    code, _, err = run_cli(
+        ["evaluate", "pose", "--dataset", "tum", "--root", str(root), "--out", str(out), *MODEL], capsys
+    )
     assert code == 2 and len(err) == 1 and "other settings" in err[0] and "reset_interval" in err[0]
 
 
@@ -308,15 +388,18 @@ def test_depth_kitti_and_sintel_into_one_output_folder(tmp_path, capsys):
     kitti, sintel = make_kitti(tmp_path / "kitti", drives), make_sintel(tmp_path / "sintel", seqs)
     out = tmp_path / "out"
     for name, root in (("kitti", kitti), ("sintel", sintel)):
-        code, stdout, err = run_cli(["evaluate", "depth", "--dataset", name, "--root", str(root), "--out", str(out),
-                                     *MODEL], capsys)
+        code, stdout, err = run_cli(
+            ["evaluate", "depth", "--dataset", name, "--root", str(root), "--out", str(out), *MODEL], capsys
+        )
         assert code == 0, err
         assert f"### depth — {name} — align scale" in stdout and "| **weighted mean** |" in stdout
     results = json.loads((out / "metrics.json").read_text())["results"]
     assert set(results) == {"depth/kitti", "depth/sintel"}
     # KITTI: every other column has GT, no depth cap; Sintel: row 0 is 0 and row 1 beyond the 70 m cap
-    for name, names, frames_dir, valid in (("kitti", drives, kitti / KITTI / "image_gathered", 2 * 24 * 40),
-                                           ("sintel", seqs, sintel / "training" / "final", 2 * 26 * 64)):
+    for name, names, frames_dir, valid in (
+        ("kitti", drives, kitti / KITTI / "image_gathered", 2 * 24 * 40),
+        ("sintel", seqs, sintel / "training" / "final", 2 * 26 * 64),
+    ):
         entry = results[f"depth/{name}"]
         assert entry["dataset"] == name and entry["sequences_listed"] == list(names)
         assert set(entry["metrics"]) >= set(depth_metrics.METRICS)
@@ -328,9 +411,27 @@ def test_depth_kitti_and_sintel_into_one_output_folder(tmp_path, capsys):
             assert list(z["frame_name"]) == sorted(p.name for p in (frames_dir / names[-1]).iterdir())
 
     # every official alignment from the cache alone
-    code, _, err = run_cli(["evaluate", "depth", "--dataset", "sintel", "--root", str(sintel), "--out", str(out),
-                            "--rescore", "--quiet", "--align", "scale", "--align", "metric", "--align", "scale&shift"],
-                           capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "depth",
+            "--dataset",
+            "sintel",
+            "--root",
+            str(sintel),
+            "--out",
+            str(out),
+            "--rescore",
+            "--quiet",
+            "--align",
+            "scale",
+            "--align",
+            "metric",
+            "--align",
+            "scale&shift",
+        ],
+        capsys,
+    )
     assert code == 0, err
     entry = json.loads((out / "metrics.json").read_text())["results"]["depth/sintel"]
     assert list(entry["align"]) == ["scale", "metric", "scale&shift"]
@@ -342,14 +443,18 @@ def test_depth_kitti_and_sintel_into_one_output_folder(tmp_path, capsys):
     before = (out / "metrics.json").read_bytes()
     bad = sintel / "training" / "depth" / "bamboo_2" / "frame_0002.dpt"
     bad.write_bytes(np.float32(1.0).tobytes() + bad.read_bytes()[4:])
-    code, _, err = run_cli(["evaluate", "depth", "--dataset", "sintel", "--root", str(sintel), "--out", str(out),
-                            "--rescore", "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["evaluate", "depth", "--dataset", "sintel", "--root", str(sintel), "--out", str(out), "--rescore", "--quiet"],
+        capsys,
+    )
     assert code == 2 and len(err) == 1 and str(bad) in err[0] and "not a Sintel .dpt file" in err[0], err
     assert (out / "metrics.json").read_bytes() == before
     # a depth map of another size than its sequence's first: one line naming it
     write_dpt(bad, np.ones((20, 30), np.float32))
-    code, _, err = run_cli(["evaluate", "depth", "--dataset", "sintel", "--root", str(sintel), "--out", str(out),
-                            "--rescore", "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["evaluate", "depth", "--dataset", "sintel", "--root", str(sintel), "--out", str(out), "--rescore", "--quiet"],
+        capsys,
+    )
     assert code == 2 and len(err) == 1 and str(bad) in err[0] and "30x20" in err[0], err
     assert (out / "metrics.json").read_bytes() == before
 
@@ -371,14 +476,14 @@ def test_pose_scannet_metrics_with_a_lost_and_a_short_scene(tmp_path, capsys):
     gt.write_text("\n".join(lines) + "\n")
     make_scannet(root, ("scene0710_00",), n_frames=2)  # 2 poses: Umeyama's covariance is rank-deficient
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["evaluate", "pose", "--dataset", "scannet", "--root", str(root), "--out", str(out),
-                                 *MODEL], capsys)
+    code, stdout, err = run_cli(
+        ["evaluate", "pose", "--dataset", "scannet", "--root", str(root), "--out", str(out), *MODEL], capsys
+    )
     assert code == 0, err
     entry = json.loads((out / "metrics.json").read_text())["results"]["pose/scannet"]
     assert set(entry["metrics"]) >= {"ate", "rpe_trans", "rpe_rot"}
     seqs = entry["sequences"]
-    assert list(seqs) == entry["sequences_listed"] == ["scene0707_00", "scene0708_00", "scene0709_00",
-                                                       "scene0710_00"]
+    assert list(seqs) == entry["sequences_listed"] == ["scene0707_00", "scene0708_00", "scene0709_00", "scene0710_00"]
     _pose_ok(seqs["scene0707_00"], 3)
     _pose_ok(seqs["scene0708_00"], 3)
     lost, short = seqs["scene0709_00"], seqs["scene0710_00"]
@@ -399,8 +504,9 @@ def test_pose_sintel_fourteen_sequences(tmp_path, capsys):
     root = make_sintel(tmp_path / "sintel", SINTEL_POSE_SEQUENCES, n_frames=3, cams=True)
     make_sintel(root, ("bamboo_1",), n_frames=1)  # a depth-only sequence: not part of the pose subset
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["evaluate", "pose", "--dataset", "sintel", "--root", str(root), "--out", str(out),
-                                 *MODEL], capsys)
+    code, stdout, err = run_cli(
+        ["evaluate", "pose", "--dataset", "sintel", "--root", str(root), "--out", str(out), *MODEL], capsys
+    )
     assert code == 0, err
     entry = json.loads((out / "metrics.json").read_text())["results"]["pose/sintel"]
     assert entry["sequences_listed"] == list(SINTEL_POSE_SEQUENCES) == list(entry["sequences"])
@@ -413,8 +519,9 @@ def test_pose_sintel_fourteen_sequences(tmp_path, capsys):
     assert stdout.count("| 3 |") == 14
 
     # depth sintel shares the cache folder name: refused into this --out, one line, before any model
-    code, _, err = run_cli(["evaluate", "depth", "--dataset", "sintel", "--root", str(root), "--out", str(out),
-                            *MODEL], capsys)
+    code, _, err = run_cli(
+        ["evaluate", "depth", "--dataset", "sintel", "--root", str(root), "--out", str(out), *MODEL], capsys
+    )
     assert code == 2 and len(err) == 1 and "holds pose predictions of sintel" in err[0], err
 
 
@@ -433,8 +540,9 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys):
     bonn, tum, depth, pose = _bad_cases(tmp_path)
     out = str(tmp_path / "out")
     cases = []
-    cases.append((["evaluate", "depth", "--dataset", "bonn", "--root", str(tmp_path / "nowhere"), "--out", out],
-                  "nowhere"))
+    cases.append(
+        (["evaluate", "depth", "--dataset", "bonn", "--root", str(tmp_path / "nowhere"), "--out", out], "nowhere")
+    )
     cases.append((["evaluate", "depth", "--dataset", "bonnn", "--root", str(bonn), "--out", out], "bonnn"))
     cases.append((["evaluate", "pose", "--dataset", "bonn", "--root", str(bonn), "--out", out], "unknown pose"))
     cases.append((["evaluate", "depth", "--dataset", "bonn_150", "--root", str(bonn), "--out", out], "rgb_150"))
@@ -483,8 +591,9 @@ def test_malformed_depth_gt_is_one_line(tmp_path, capsys):
     bonn = make_bonn(tmp_path / "bonn")
     bad = bonn / "rgbd_bonn_synchronous" / "depth_110" / "00002.png"
     PIL.Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(bad)  # an 8-bit RGB image, not a depth map
-    code, _, err = run_cli(["evaluate", "depth", "--dataset", "bonn", "--root", str(bonn), "--out",
-                            str(tmp_path / "out")] + MODEL, capsys)
+    code, _, err = run_cli(
+        ["evaluate", "depth", "--dataset", "bonn", "--root", str(bonn), "--out", str(tmp_path / "out")] + MODEL, capsys
+    )
     assert code == 2 and len(err) == 1 and "00002.png" in err[0] and "16-bit" in err[0]
 
 
@@ -512,8 +621,9 @@ def test_bad_inputs_of_kitti_sintel_scannet_give_one_line(tmp_path, capsys):
     out = tmp_path / "out"
 
     def fails(task, dataset, root, *needles):
-        code, _, err = run_cli(["evaluate", task, "--dataset", dataset, "--root", str(root), "--out", str(out),
-                                *MODEL], capsys)
+        code, _, err = run_cli(
+            ["evaluate", task, "--dataset", dataset, "--root", str(root), "--out", str(out), *MODEL], capsys
+        )
         assert code == 2 and len(err) == 1 and all(str(n) in err[0] for n in needles), (dataset, err)
 
     # KITTI: one drive's GT folder missing, then the whole gathered GT

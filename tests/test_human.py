@@ -6,18 +6,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY_DINO, rel_l2, shared_path
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax import runtime
-
 from human3r_jax.geometry import rotmat_to_rotvec
 from human3r_jax.models import state_update as su
 from human3r_jax.models.cut3r import Frame, StepOptions
 from human3r_jax.models.human import nms3x3, rot6d_to_rotmat, select_slots
 
-from conftest import TINY_DINO, rel_l2, shared_path
-
 torch = pytest.importorskip("torch")
+
 
 def test_select_slots_raster_order_and_overflow():
     s = np.zeros((1, 4, 4), np.float32)
@@ -31,6 +30,7 @@ def test_select_slots_raster_order_and_overflow():
     idx, valid, n = select_slots(jnp.zeros((2, 4, 4)), 0.3, 3)
     assert not valid.any() and n.tolist() == [0, 0]
 
+
 def test_nms_equals_torch_max_pool():
     x = np.random.default_rng(0).uniform(size=(2, 9, 7)).astype(np.float32)
     x[0, 2, 2] = x[0, 2, 3] = 2.0  # a plateau keeps both, as `hmax == heat` does
@@ -38,6 +38,7 @@ def test_nms_equals_torch_max_pool():
     hmax = torch.nn.functional.max_pool2d(t, 3, stride=1, padding=1)
     ref = (t * (hmax == t).float())[:, 0].numpy()
     np.testing.assert_array_equal(np.asarray(nms3x3(jnp.asarray(x))), ref)
+
 
 def test_rot6d_convention():
     x = np.random.default_rng(1).normal(size=(5, 6)).astype(np.float32)
@@ -49,6 +50,7 @@ def test_rot6d_convention():
         b2 /= np.linalg.norm(b2)
         np.testing.assert_allclose(ri, np.stack([b1, b2, np.cross(b1, b2)], axis=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.linalg.det(r), 1, atol=1e-5)
+
 
 def test_rotmat_to_rotvec_round_trip_including_near_pi():
     rng = np.random.default_rng(2)
@@ -64,6 +66,7 @@ def test_rotmat_to_rotvec_round_trip_including_near_pi():
     np.testing.assert_allclose(out, vecs, atol=2e-3)  # float32 near π: the axis is ill-conditioned
     np.testing.assert_allclose(out[:58], vecs[:58], atol=2e-5)
 
+
 @pytest.fixture(scope="module")
 def fixture_model():
     from human3r_jax.converters.convert import convert_file
@@ -73,6 +76,7 @@ def fixture_model():
     inputs = dict(np.load(root / "inputs.npz"))
     return cfg, params, inputs
 
+
 def _run(fixture_model, slots, views=slice(0, 3)):
     cfg, params, inputs = fixture_model
     cfg = dataclasses.replace(cfg, max_humans=slots)
@@ -80,9 +84,11 @@ def _run(fixture_model, slots, views=slice(0, 3)):
     img = jnp.asarray(inputs["img"][views].transpose(0, 2, 3, 1)[:, None])
     v = img.shape[0]
     frames = Frame(img, jnp.ones((v, 1), bool), jnp.zeros((v, 1), bool))
-    _, out = runtime.run_sequence(graphdef, state, runtime.init_carry(graphdef, state, 1), frames,
-                                  StepOptions(state_update=su.ttt3r))
+    _, out = runtime.run_sequence(
+        graphdef, state, runtime.init_carry(graphdef, state, 1), frames, StepOptions(state_update=su.ttt3r)
+    )
     return jax.tree.map(lambda a: np.asarray(a)[:, 0], out)
+
 
 def test_empty_slots_are_invisible(fixture_model):
     """Two or six slots: the same results for the detected humans and for the scene."""
@@ -94,6 +100,7 @@ def test_empty_slots_are_invisible(fixture_model):
     for k in ("smpl_rotmat", "smpl_shape", "smpl_transl", "smpl_expression", "smpl_loc"):
         assert rel_l2(large[k][:, :2][v], small[k][v]) < 1e-5, k
     np.testing.assert_array_equal(large["smpl_id"][:, :2][v], small["smpl_id"][v])
+
 
 def test_more_humans_than_slots_keeps_the_best(fixture_model):
     one, two = _run(fixture_model, 1, slice(0, 1)), _run(fixture_model, 2, slice(0, 1))

@@ -117,7 +117,9 @@ def test_blocked_attention_equals_full(nq, nk):
     mask = jnp.asarray(RNG.uniform(size=(2, nk)) > 0.3)
     for m in (None, mask):
         blocked = layers.attend(q, k, v, m)
-        full = layers._softmax_attend(*(x.transpose(0, 2, 1, 3) for x in (q, k, v)),
-                                      None if m is None else m[:, None, None, :])
-        np.testing.assert_allclose(np.asarray(blocked), np.asarray(full.transpose(0, 2, 1, 3).reshape(blocked.shape)),
-                                   rtol=1e-5, atol=1e-6)
+        full = layers._softmax_attend(
+            *(x.transpose(0, 2, 1, 3) for x in (q, k, v)), None if m is None else m[:, None, None, :]
+        )
+        np.testing.assert_allclose(
+            np.asarray(blocked), np.asarray(full.transpose(0, 2, 1, 3).reshape(blocked.shape)), rtol=1e-5, atol=1e-6
+        )

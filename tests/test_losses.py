@@ -24,10 +24,10 @@ def test_masked_mean_counts_only_selected_and_empty_is_zero():
 
 def test_norm_factor_hand_case():
     # one sample, one view, 2 pixels: A valid at distance 3 (self) / 5 (cross), B invalid (far away).
-    gt_self = jnp.asarray([[[[[3.0, 0, 0], [100.0, 0, 0]]]]])   # [B=1, V=1, H=1, W=2, 3]
+    gt_self = jnp.asarray([[[[[3.0, 0, 0], [100.0, 0, 0]]]]])  # [B=1, V=1, H=1, W=2, 3]
     gt_cross = jnp.asarray([[[[[0, 4.0, 3.0], [0, 0, 100.0]]]]])
     valid = jnp.asarray([[[[True, False]]]])
-    c_self = jnp.exp(jnp.asarray([[[[2.0, 9.0]]]]))               # weights log c = 2 and 1
+    c_self = jnp.exp(jnp.asarray([[[[2.0, 9.0]]]]))  # weights log c = 2 and 1
     c_cross = jnp.exp(jnp.asarray([[[[1.0, 9.0]]]]))
     f = L.norm_factor(gt_self, gt_cross, valid, c_self, c_cross)
     assert float(f[0]) == pytest.approx((2 * 3 + 1 * 5) / (2 + 1 + 1e-8), rel=1e-6)
@@ -45,7 +45,8 @@ def test_focal_loss_hand_cases():
     assert float(L.focal_loss(pred, gt, sel)) == pytest.approx(-(pos + neg) / 1, rel=1e-5)
     # no positive cell: −Σ neg (not divided)
     assert float(L.focal_loss(pred, jnp.zeros_like(gt), sel)) == pytest.approx(
-        -(neg + math.log(0.5 + 1e-7) * 0.25), rel=1e-5)
+        -(neg + math.log(0.5 + 1e-7) * 0.25), rel=1e-5
+    )
     # unselected maps do not count
     assert float(L.focal_loss(pred, gt, jnp.asarray([False]))) == 0.0
 
@@ -104,9 +105,13 @@ def test_pointmap_loss_matches_the_official_formula():
     b, v, h, w = 2, 3, 4, 5
     valid = r.uniform(size=(b, v, h, w)) > 0.3
     valid[1, 2] = False  # a view with no valid pixel in one sample
-    pred = {"pts3d_in_self_view": r.normal(size=(b, v, h, w, 3)), "pts3d_in_other_view": r.normal(size=(b, v, h, w, 3)),
-            "conf_self": 1 + r.exponential(size=(b, v, h, w)), "conf": 1 + r.exponential(size=(b, v, h, w)),
-            "camera_pose": r.normal(size=(b, v, 7))}
+    pred = {
+        "pts3d_in_self_view": r.normal(size=(b, v, h, w, 3)),
+        "pts3d_in_other_view": r.normal(size=(b, v, h, w, 3)),
+        "conf_self": 1 + r.exponential(size=(b, v, h, w)),
+        "conf": 1 + r.exponential(size=(b, v, h, w)),
+        "camera_pose": r.normal(size=(b, v, 7)),
+    }
     gt_self, gt_cross = r.normal(size=(b, v, h, w, 3)) * 3, r.normal(size=(b, v, h, w, 3)) * 3
     gt_t, gt_q = r.normal(size=(b, v, 3)), r.normal(size=(b, v, 4))
     want = official_pointmap_loss(pred, gt_self, gt_cross, valid, gt_t, gt_q, 0.2)
@@ -133,16 +138,21 @@ def _gt_batch(b=1, v=2, m=2, seed=0):
     r = np.random.default_rng(seed)
     n = (b, v, m)
     batch = {
-        "img": np.zeros((b, v, 48, 64, 3), F), "human_mask": np.zeros((b, v, 48, 64), F),
+        "img": np.zeros((b, v, 48, 64, 3), F),
+        "human_mask": np.zeros((b, v, 48, 64), F),
         "K": np.broadcast_to(np.array([[60, 0, 32], [0, 60, 24], [0, 0, 1]], F), (b, v, 3, 3)).copy(),
         "smpl_mask": np.zeros(n, bool),
-        "smpl_root_pose": np.concatenate([np.full(n + (1,), np.pi, F), r.normal(0, .1, n + (2,)).astype(F)], -1),
-        "smpl_body_pose": r.normal(0, .1, n + (21, 3)).astype(F), "smpl_jaw_pose": r.normal(0, .1, n + (3,)).astype(F),
-        "smpl_leye_pose": np.zeros(n + (3,), F), "smpl_reye_pose": np.zeros(n + (3,), F),
-        "smpl_left_hand_pose": r.normal(0, .1, n + (15, 3)).astype(F), "smpl_right_hand_pose": r.normal(0, .1, n + (15, 3)).astype(F),
-        "smpl_betas": np.concatenate([r.normal(0, .5, n + (10,)), np.zeros(n + (1,))], -1).astype(F),
-        "smpl_transl": np.stack([np.linspace(-1, 1, m)[None, None].repeat(v, 1).repeat(b, 0),
-                                 np.zeros(n), np.full(n, 4.0)], -1).astype(F),
+        "smpl_root_pose": np.concatenate([np.full(n + (1,), np.pi, F), r.normal(0, 0.1, n + (2,)).astype(F)], -1),
+        "smpl_body_pose": r.normal(0, 0.1, n + (21, 3)).astype(F),
+        "smpl_jaw_pose": r.normal(0, 0.1, n + (3,)).astype(F),
+        "smpl_leye_pose": np.zeros(n + (3,), F),
+        "smpl_reye_pose": np.zeros(n + (3,), F),
+        "smpl_left_hand_pose": r.normal(0, 0.1, n + (15, 3)).astype(F),
+        "smpl_right_hand_pose": r.normal(0, 0.1, n + (15, 3)).astype(F),
+        "smpl_betas": np.concatenate([r.normal(0, 0.5, n + (10,)), np.zeros(n + (1,))], -1).astype(F),
+        "smpl_transl": np.stack(
+            [np.linspace(-1, 1, m)[None, None].repeat(v, 1).repeat(b, 0), np.zeros(n), np.full(n, 4.0)], -1
+        ).astype(F),
     }
     batch["smpl_mask"][:, 0] = True  # humans in view 0 only: view 1 is empty and still counts in the average
     return {k: jnp.asarray(x) for k, x in batch.items()}
@@ -152,10 +162,14 @@ def _exact_predictions(batch, tgt, dz: float):
     b, v, m = batch["smpl_mask"].shape
     _, rot53 = smpl_rotations(batch)
     g = tgt["score_map"].shape[-1]
-    return {"smpl_rotmat": rot53, "smpl_shape": batch["smpl_betas"][..., :10],
-            "smpl_expression": jnp.zeros((b, v, m, 10)),
-            "smpl_transl": tgt["smpl_transl"] + jnp.asarray([0.0, 0.0, dz]),
-            "smpl_scores": jnp.full((b, v, g, g), 0.5), "msk": jnp.full((b, v, 112, 112, 1), 0.5)}
+    return {
+        "smpl_rotmat": rot53,
+        "smpl_shape": batch["smpl_betas"][..., :10],
+        "smpl_expression": jnp.zeros((b, v, m, 10)),
+        "smpl_transl": tgt["smpl_transl"] + jnp.asarray([0.0, 0.0, dz]),
+        "smpl_scores": jnp.full((b, v, g, g), 0.5),
+        "msk": jnp.full((b, v, 112, 112, 1), 0.5),
+    }
 
 
 def test_smpl_losses_on_exact_bodies_and_the_2d_gate(body_model):
@@ -173,8 +187,18 @@ def test_smpl_losses_on_exact_bodies_and_the_2d_gate(body_model):
         for k in ("transl", "cj3d", "cv3d"):
             assert t[k] == pytest.approx(dz / 6, abs=2e-5), (k, t[k])
         assert t["msk"] == pytest.approx(math.log(2), rel=1e-5)
-        want = (0.1 * t["scores"] + t["msk"] + t["rotmat"] + 0.1 * t["shape"] + t["transl"] + t["j3d"] + t["v3d"]
-                + t["cj3d"] + t["cv3d"] + (0.01 * (t["j2d"] + t["v2d"]) if gated else 0.0))
+        want = (
+            0.1 * t["scores"]
+            + t["msk"]
+            + t["rotmat"]
+            + 0.1 * t["shape"]
+            + t["transl"]
+            + t["j3d"]
+            + t["v3d"]
+            + t["cj3d"]
+            + t["cv3d"]
+            + (0.01 * (t["j2d"] + t["v2d"]) if gated else 0.0)
+        )
         assert float(total) == pytest.approx(want, rel=1e-5)
         if dz:
             assert t["j2d"] > 0.1 and t["v2d"] > 0.1
@@ -185,8 +209,9 @@ def test_gt_bodies_are_the_smplx_forward(body_model):
     tgt = human_targets(body_model, batch, img_res=112, patch=14)
     rot55, _ = smpl_rotations(batch)
     body = smplx_forward(body_model, batch["smpl_betas"][0, 0], jnp.zeros((2, 10)), rot55[0, 0])
-    np.testing.assert_allclose(np.asarray(tgt["smpl_v3d"][0, 0]),
-                               np.asarray(body.vertices + batch["smpl_transl"][0, 0, :, None]), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(tgt["smpl_v3d"][0, 0]), np.asarray(body.vertices + batch["smpl_transl"][0, 0, :, None]), atol=1e-5
+    )
     np.testing.assert_allclose(np.asarray(tgt["smpl_transl"][0, 0]), np.asarray(tgt["smpl_j3d"][0, 0, :, 15]))
 
 
@@ -201,8 +226,8 @@ def test_lower_median_and_group_scale_are_torch_nanmedian():
     x = r.normal(size=(4, 7)).astype(F)
     keep = r.uniform(size=(4, 7)) > 0.4
     keep[0] = [True, True, False, True, False, False, False]  # 3 kept: odd
-    keep[1] = [True, True, True, True, False, False, False]   # 4 kept: even
-    keep[2] = False                                           # none: NaN
+    keep[1] = [True, True, True, True, False, False, False]  # 4 kept: even
+    keep[2] = False  # none: NaN
     got = np.asarray(L.lower_median(jnp.asarray(x), jnp.asarray(keep), axis=1))
     want = torch.nanmedian(torch.from_numpy(np.where(keep, x, np.nan)), dim=1).values.numpy()
     np.testing.assert_array_equal(got, want)
@@ -232,13 +257,20 @@ def test_eval_loss_hand_cases(body_model):
     smpl, _ = L.smpl_loss(body_model, pred, {**tgt, "K": batch["K"]}, batch["img_mask"], (48, 64))
 
     # offsets of norm 5 (self) and 2 (cross) at every pixel; rgb off by a vector of norm 0.5
-    pred.update({"pts3d_in_self_view": jnp.asarray(gt_self + [3, 4, 0]), "pts3d_in_other_view": jnp.asarray(gt_cross + [0, 0, 2]),
-                 "rgb": jnp.asarray(img + [0, 0.3, 0.4])})
+    pred.update(
+        {
+            "pts3d_in_self_view": jnp.asarray(gt_self + [3, 4, 0]),
+            "pts3d_in_other_view": jnp.asarray(gt_cross + [0, 0, 2]),
+            "rgb": jnp.asarray(img + [0, 0.3, 0.4]),
+        }
+    )
     total, d = L.eval_loss(body_model, pred, tgt, batch)
     assert float(d["loss_regr"]) == pytest.approx(2 * 5 + 2 * 2, rel=1e-5)
     assert float(d["loss_rgb"]) == pytest.approx(0.5, rel=1e-5)
     assert float(d["loss_regr_scale_inv"]) > 0.1
-    assert float(total) == pytest.approx(float(d["loss_regr"] + d["loss_regr_scale_inv"] + d["loss_rgb"] + smpl), rel=1e-6)
+    assert float(total) == pytest.approx(
+        float(d["loss_regr"] + d["loss_regr_scale_inv"] + d["loss_rgb"] + smpl), rel=1e-6
+    )
 
     # the GT scaled by 2.5: the metric term sees it, the scale-invariant one does not
     pred.update({"pts3d_in_self_view": jnp.asarray(gt_self * 2.5), "pts3d_in_other_view": jnp.asarray(gt_cross * 2.5)})

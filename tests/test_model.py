@@ -4,14 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_trees_close, rel_l2
 from flax import nnx
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax import geometry, runtime
 from human3r_jax.models import state_update as su
 from human3r_jax.models.cut3r import Frame, StepOptions, make_frame
-
-from conftest import assert_trees_close, rel_l2
 
 H, W = 48, 64
 
@@ -60,7 +59,7 @@ def test_state_update_mask_and_reset(tiny_model):
 
 @pytest.mark.parametrize("after_reset_token", [True, False])
 def test_pose_query_after_reset(tiny_model, after_reset_token):
-    cfg, graphdef, params = tiny_model
+    _cfg, graphdef, params = tiny_model
     fr = frames(4, reset=[0, 1, 0, 0])
     opts = StepOptions(pose_token_after_reset=after_reset_token, taps=True)
     _, out = runtime.run_sequence(graphdef, params, runtime.init_carry(graphdef, params, 1), fr, opts)
@@ -75,9 +74,12 @@ def test_pose_query_after_reset(tiny_model, after_reset_token):
 def test_ttt3r_gate(tiny_model):
     _, graphdef, params = tiny_model
     fr = frames(4)
-    _, plain = runtime.run_sequence(graphdef, params, runtime.init_carry(graphdef, params, 1), fr, StepOptions(taps=True))
-    _, ttt = runtime.run_sequence(graphdef, params, runtime.init_carry(graphdef, params, 1), fr,
-                                  StepOptions(state_update=su.ttt3r, taps=True))
+    _, plain = runtime.run_sequence(
+        graphdef, params, runtime.init_carry(graphdef, params, 1), fr, StepOptions(taps=True)
+    )
+    _, ttt = runtime.run_sequence(
+        graphdef, params, runtime.init_carry(graphdef, params, 1), fr, StepOptions(state_update=su.ttt3r, taps=True)
+    )
     p, t = jax.tree.map(np.asarray, plain["taps"]), jax.tree.map(np.asarray, ttt["taps"])
     # frame 0: full update in both; frames after: s ← β·ŝ + (1−β)·s with β ∈ (0, 1) per state token
     np.testing.assert_allclose(t["state_out"][0], p["state_out"][0], rtol=1e-6)
@@ -86,8 +88,9 @@ def test_ttt3r_gate(tiny_model):
     assert np.all((beta > 0) & (beta < 1))
     np.testing.assert_allclose(s_out, cand * beta[:, None] + s_in * (1 - beta[:, None]), rtol=1e-4, atol=1e-5)
     assert not np.allclose(t["state_out"][1], p["state_out"][1])
-    np.testing.assert_array_equal(t["mem_out"][1], p["mem_out"][1] if np.array_equal(t["mem_in"][1], p["mem_in"][1])
-                                  else t["mem_candidate"][1])  # the memory keeps the plain update
+    np.testing.assert_array_equal(
+        t["mem_out"][1], p["mem_out"][1] if np.array_equal(t["mem_in"][1], p["mem_in"][1]) else t["mem_candidate"][1]
+    )  # the memory keeps the plain update
 
 
 def test_heads_off_change_nothing_else(tiny_model):
@@ -161,7 +164,7 @@ def test_bfloat16_compute_keeps_a_float32_carry(tiny_model):
     fr = frames(4, reset=[0, 1, 0, 0])
     # flax's LayerNorm mixes bf16 and its float32 statistics implicitly: standard promotion here.
     with jax.numpy_dtype_promotion("standard"):
-        c32, o32 = runtime.run_sequence(graphdef, params, runtime.init_carry(graphdef, params, 1), fr, StepOptions())
+        _c32, o32 = runtime.run_sequence(graphdef, params, runtime.init_carry(graphdef, params, 1), fr, StepOptions())
         c16, o16 = runtime.run_sequence(g16, p16, runtime.init_carry(g16, p16, 1), fr, StepOptions())
     assert c16.state.dtype == jnp.float32 and c16.mem.dtype == jnp.float32
     for k in o32:

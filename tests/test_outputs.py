@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from conftest import shared_path
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax import export, outputs
 from human3r_jax.cli import main
 from human3r_jax.data.video import FrameSource
 from human3r_jax.reconstruct import Settings, load_model, reconstruct
-
-from conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "sample.mp4"
@@ -60,14 +59,22 @@ def test_reconstruct_overwrite_never_deletes_an_input(tmp_path, capsys):
     video = tmp_path / "clip.mp4"
     shutil.copy(SAMPLE, video)
     before = snapshot(tmp_path)
-    for inp, out in [(imgs, imgs), (imgs, tmp_path), (video, tmp_path), (imgs, tmp_path / "x" / ".."),
-                     (video, video)]:
+    for inp, out in [(imgs, imgs), (imgs, tmp_path), (video, tmp_path), (imgs, tmp_path / "x" / ".."), (video, video)]:
         code, err = cli(capsys, "reconstruct", inp, RW, "--size", "224", "--out", out, "--overwrite", "--quiet")
         assert code == 2 and len(err) == 1, (inp, out, err)
         assert "would hold the input" in err[0] or "not a folder" in err[0]
     # the checkpoint and the SMPL-X model are inputs too
-    code, err = cli(capsys, "reconstruct", video, "--checkpoint", tmp_path / "x" / "0000.png", "--out", imgs,
-                    "--overwrite", "--quiet")
+    code, err = cli(
+        capsys,
+        "reconstruct",
+        video,
+        "--checkpoint",
+        tmp_path / "x" / "0000.png",
+        "--out",
+        imgs,
+        "--overwrite",
+        "--quiet",
+    )
     assert code == 2 and "would hold the input" in err[0]
     assert snapshot(tmp_path) == before
 
@@ -158,25 +165,28 @@ def test_outputs_follow_the_umask(tmp_path, umask, capsys):
 # ---------------------------------------------------------------- option values, bad inputs
 
 
-@pytest.mark.parametrize("argv,option", [
-    (["reconstruct", "x", "--out", "o", "--max-frames", "0"], "--max-frames"),
-    (["reconstruct", "x", "--out", "o", "--max-frames", "-1"], "--max-frames"),
-    (["reconstruct", "x", "--out", "o", "--max-humans", "0"], "--max-humans"),
-    (["reconstruct", "x", "--out", "o", "--subsample", "0"], "--subsample"),
-    (["reconstruct", "x", "--out", "o", "--reset-interval", "0"], "--reset-interval"),
-    (["reconstruct", "x", "--out", "o", "--glb-frame", "-1"], "--glb-frame"),
-    (["reconstruct", "x", "--out", "o", "--conf-threshold", "nan"], "--conf-threshold"),
-    (["reconstruct", "x", "--out", "o", "--random-weights", "bogus"], "--random-weights"),
-    (["convert", "a.pth", "o", "--dino-widths", "64,2,0"], "--dino-widths"),
-    (["convert", "a.pth", "o", "--dino-widths", "64,2,3"], "--dino-widths"),
-    (["view", "o", "--port", "70000"], "--port"),
-    (["view", "o", "--port", "-1"], "--port"),
-    (["parity", "f", "--tol-for", "abc"], "--tol-for"),
-    (["parity", "f", "--tol-for", "x=abc"], "--tol-for"),
-    (["parity", "f", "--tol", "0"], "--tol"),
-    (["preprocess-bedlam", "--raw", "r", "--labels", "l", "--out", "o", "--workers", "0"], "--workers"),
-    (["preprocess-bedlam", "--raw", "r", "--labels", "l", "--out", "o", "--limit", "-1"], "--limit"),
-])
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["reconstruct", "x", "--out", "o", "--max-frames", "0"], "--max-frames"),
+        (["reconstruct", "x", "--out", "o", "--max-frames", "-1"], "--max-frames"),
+        (["reconstruct", "x", "--out", "o", "--max-humans", "0"], "--max-humans"),
+        (["reconstruct", "x", "--out", "o", "--subsample", "0"], "--subsample"),
+        (["reconstruct", "x", "--out", "o", "--reset-interval", "0"], "--reset-interval"),
+        (["reconstruct", "x", "--out", "o", "--glb-frame", "-1"], "--glb-frame"),
+        (["reconstruct", "x", "--out", "o", "--conf-threshold", "nan"], "--conf-threshold"),
+        (["reconstruct", "x", "--out", "o", "--random-weights", "bogus"], "--random-weights"),
+        (["convert", "a.pth", "o", "--dino-widths", "64,2,0"], "--dino-widths"),
+        (["convert", "a.pth", "o", "--dino-widths", "64,2,3"], "--dino-widths"),
+        (["view", "o", "--port", "70000"], "--port"),
+        (["view", "o", "--port", "-1"], "--port"),
+        (["parity", "f", "--tol-for", "abc"], "--tol-for"),
+        (["parity", "f", "--tol-for", "x=abc"], "--tol-for"),
+        (["parity", "f", "--tol", "0"], "--tol"),
+        (["preprocess-bedlam", "--raw", "r", "--labels", "l", "--out", "o", "--workers", "0"], "--workers"),
+        (["preprocess-bedlam", "--raw", "r", "--labels", "l", "--out", "o", "--limit", "-1"], "--limit"),
+    ],
+)
 def test_bad_option_values_are_refused_while_parsing(argv, option, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -266,8 +276,23 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
     for i in range(400):  # far more than the run gets through before the signal
         PIL.Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(clip / f"{i:04d}.png")
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "human3r_jax.cli", "reconstruct", str(clip), RW, "--size", "224",
-                             "--out", str(out), "--quiet"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "human3r_jax.cli",
+            "reconstruct",
+            str(clip),
+            RW,
+            "--size",
+            "224",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 300
         while not (out / "frames" / "000002.npz").exists():

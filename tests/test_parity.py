@@ -11,10 +11,13 @@ from conftest import shared_path
 from human3r_jax.parity import FixtureError, Report, Row, run_fixture
 
 
-@pytest.mark.parametrize("name,expect", [
-    ("cut3r_tiny", {"dpt_self_raw", "enc_block1", "dec_state_l4", "post_pts3d_world", "state_out"}),
-    ("cut3r_linear_tiny", {"lin_self_raw", "lin_cross_tokens", "final_transform_out", "post_c2w"}),
-])
+@pytest.mark.parametrize(
+    "name,expect",
+    [
+        ("cut3r_tiny", {"dpt_self_raw", "enc_block1", "dec_state_l4", "post_pts3d_world", "state_out"}),
+        ("cut3r_linear_tiny", {"lin_self_raw", "lin_cross_tokens", "final_transform_out", "post_c2w"}),
+    ],
+)
 def test_fixture_parity(name, expect):
     report = run_fixture(shared_path("fixtures", name))
     print(report.table())
@@ -31,8 +34,21 @@ def test_human3r_fixture_parity(smplx_root):
     report = run_fixture(shared_path("fixtures", "human3r_tiny"), smplx_path=smplx_root)
     print(report.table())
     rows = {r.name: r for r in report.rows}
-    for name in ("n_humans", "smpl_id", "post_smpl_id", "ttt3r_beta", "dino_tokens", "human_prompt", "smpl_rotmat",
-                 "smpl_transl", "msk", "post_smpl_verts_world", "post_smpl_joints_cam", "smplx_faces", "post_c2w"):
+    for name in (
+        "n_humans",
+        "smpl_id",
+        "post_smpl_id",
+        "ttt3r_beta",
+        "dino_tokens",
+        "human_prompt",
+        "smpl_rotmat",
+        "smpl_transl",
+        "msk",
+        "post_smpl_verts_world",
+        "post_smpl_joints_cam",
+        "smplx_faces",
+        "post_c2w",
+    ):
         assert name in rows, name
     assert rows["n_humans"].rel == 0 and rows["smpl_id"].rel == 0 and rows["post_smpl_id"].rel == 0
     # only the per-layer TTT3R logits are not reproduced (their mean, the gate β, is compared)

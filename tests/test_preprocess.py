@@ -65,9 +65,16 @@ def test_unpad_uv_and_image(fixture):
         np.testing.assert_allclose(L.prior_intrinsics(res), d[f"K_mhmr_{res}"][0], rtol=1e-7)
 
 
-@pytest.mark.parametrize("wh,size,expected", [((1920, 1080), 512, (512, 288)), ((640, 480), 512, (512, 384)),
-                                              ((500, 500), 512, (512, 384)), ((1080, 1920), 512, (288, 512)),
-                                              ((300, 200), 224, (224, 224))])
+@pytest.mark.parametrize(
+    "wh,size,expected",
+    [
+        ((1920, 1080), 512, (512, 288)),
+        ((640, 480), 512, (512, 384)),
+        ((500, 500), 512, (512, 384)),
+        ((1080, 1920), 512, (288, 512)),
+        ((300, 200), 224, (224, 224)),
+    ],
+)
 def test_model_size_rule(wh, size, expected):
     assert I.model_size(*wh, size) == expected
     img = PIL.Image.new("RGB", wh, (10, 20, 30))

@@ -76,7 +76,9 @@ def test_sample_clip_end_to_end(tmp_path, tiny, smplx):
     assert "points" in scene.geometry and "cameras" in scene.geometry
     meta = json.loads((out / "meta.json").read_text())
     assert meta["complete"] and meta["frames"] == 7 and meta["random_weights"] and "meaningless" in meta["note"]
-    assert sum(k.startswith("person_") for k in scene.geometry) == int(summary["smpl_valid"][meta["glb_bodies_frame"]].sum())
+    assert sum(k.startswith("person_") for k in scene.geometry) == int(
+        summary["smpl_valid"][meta["glb_bodies_frame"]].sum()
+    )
 
 
 def test_person_fields_follow_the_schema_and_both_body_paths_agree(tmp_path, smplx):
@@ -97,8 +99,7 @@ def test_person_fields_follow_the_schema_and_both_body_paths_agree(tmp_path, smp
                 assert z[k].shape == (n, *field.shape), k
                 np.testing.assert_array_equal(summary[k][i, :n], z[k])
                 assert (summary[k][i, n:] == field.empty).all(), k
-            np.testing.assert_allclose(z["smpl_verts_world"], post["smpl_verts_world"][i][valid], rtol=1e-5,
-                                       atol=1e-5)
+            np.testing.assert_allclose(z["smpl_verts_world"], post["smpl_verts_world"][i][valid], rtol=1e-5, atol=1e-5)
 
 
 def test_streaming_equals_the_scan_and_the_demo_post_processing(tmp_path, tiny):
@@ -157,7 +158,9 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
     code, err = _cli(capsys, SAMPLE, "--out", tmp_path / "o5")  # no checkpoint: how to get one
     assert code == 2 and "faneggg/human3r" in err[-1] and "--random-weights" in err[-1]
     torch = pytest.importorskip("torch")
-    torch.save({"model": {}, "args": {"model": "AsymmetricCroCo3DStereo(pos_embed='RoPE100')"}}, tmp_path / "dust3r.pth")
+    torch.save(
+        {"model": {}, "args": {"model": "AsymmetricCroCo3DStereo(pos_embed='RoPE100')"}}, tmp_path / "dust3r.pth"
+    )
     code, err = _cli(capsys, SAMPLE, "--checkpoint", tmp_path / "dust3r.pth", "--out", tmp_path / "o6")
     assert code == 2 and "dust3r.pth" in err[-1] and "ARCroco3DStereo" in err[-1]
     code, err = _cli(capsys, SAMPLE, rw, "--smplx", tmp_path / "nowhere", "--out", tmp_path / "o7")
@@ -180,7 +183,9 @@ def test_corrupt_frame_in_the_middle_keeps_the_frames_done(tmp_path, tiny, capsy
 
 
 def test_interrupt_leaves_complete_files_for_the_frames_done(tmp_path, tiny):
-    def stop_at_three(j, res, seen=[]):
+    seen = []
+
+    def stop_at_three(j, res):
         seen.append(j)
         if len(seen) == 3:
             raise KeyboardInterrupt
@@ -197,7 +202,7 @@ def test_host_memory_stays_flat_on_a_long_input(tmp_path, tiny):
     """300 frames: resident memory after frame 300 within 40 MB of frame 60 (bounded point buffer)."""
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, size=(48, 400, 3), dtype=np.uint8)
-    frames = [np.ascontiguousarray(base[:, i % 300: i % 300 + 64]) for i in range(300)]
+    frames = [np.ascontiguousarray(base[:, i % 300 : i % 300 + 64]) for i in range(300)]
     clip = write_video(tmp_path / "long.mp4", frames)
     rss = {}
 
@@ -233,8 +238,12 @@ def test_batched_inputs_sharded_over_four_devices_equal_single_runs(tmp_path, ti
         frames = [np.asarray(r.image) for r in FrameSource(SAMPLE, subsample=k + 1, max_frames=n)]
         clips.append(write_video(tmp_path / f"clip{k}.mp4", frames))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", BATCH_SCRIPT, *map(str, clips), str(tmp_path / "batch"), "6"],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", BATCH_SCRIPT, *map(str, clips), str(tmp_path / "batch"), "6"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
     for k, clip in enumerate(clips):
         single = reconstruct([clip], tmp_path / f"single{k}", tiny, Settings(max_frames=6, size=224), progress=False)[0]
@@ -242,8 +251,10 @@ def test_batched_inputs_sharded_over_four_devices_equal_single_runs(tmp_path, ti
         assert len(a["c2w"]) == len(b["c2w"])
         np.testing.assert_allclose(a["c2w"], b["c2w"], rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(a["smpl_id"], b["smpl_id"])
-        with np.load(single / "frames" / "000002.npz") as fb, \
-                np.load(tmp_path / "batch" / clip.stem / "frames" / "000002.npz") as fa:
+        with (
+            np.load(single / "frames" / "000002.npz") as fb,
+            np.load(tmp_path / "batch" / clip.stem / "frames" / "000002.npz") as fa,
+        ):
             assert np.linalg.norm(fa["depth"] - fb["depth"]) / np.linalg.norm(fb["depth"]) < 1e-4
 
 

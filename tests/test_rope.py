@@ -11,7 +11,7 @@ from human3r_jax.models.rope import apply_rope, grid_positions
 
 def rope_formula(x: np.ndarray, pos: np.ndarray, base: float) -> np.ndarray:
     """x [N, H, d], pos [N, 2]: first half by row, second by column; channel j pairs with j + d/4."""
-    n, h, d = x.shape
+    n, _h, d = x.shape
     q = d // 4
     out = np.empty_like(x, dtype=np.float64)
     for t in range(n):

@@ -11,8 +11,8 @@ import zipfile
 import jax
 import numpy as np
 import pytest
-
 from conftest import rel_l2
+
 from human3r_jax.models import smplx as S
 
 B = 4
@@ -35,9 +35,16 @@ def model(smplx_root):
 def reference(smplx_root):
     """smplx.create exactly as Human3R's SMPL_Layer builds it."""
     smplx = pytest.importorskip("smplx")
-    return smplx.create(str(smplx_root), "smplx", gender="neutral", use_pca=False,
-                        flat_hand_mean=True, num_betas=10, num_expression_coeffs=10,
-                        use_face_contour=False)
+    return smplx.create(
+        str(smplx_root),
+        "smplx",
+        gender="neutral",
+        use_pca=False,
+        flat_hand_mean=True,
+        num_betas=10,
+        num_expression_coeffs=10,
+        use_face_contour=False,
+    )
 
 
 def _torch():
@@ -63,13 +70,19 @@ def params():
 def _ref_forward(reference, betas, expression, aa55):
     """smplx in SMPL-X joint order (global, body, jaw, eyes, left hand, right hand)."""
     torch = _torch()
-    t = lambda x: torch.from_numpy(np.ascontiguousarray(x))  # noqa: E731
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(x))
     with torch.no_grad():
-        out = reference(betas=t(betas), expression=t(expression), global_orient=t(aa55[:, 0]),
-                        body_pose=t(aa55[:, 1:22].reshape(B, -1)), jaw_pose=t(aa55[:, 22]),
-                        leye_pose=t(aa55[:, 23]), reye_pose=t(aa55[:, 24]),
-                        left_hand_pose=t(aa55[:, 25:40].reshape(B, -1)),
-                        right_hand_pose=t(aa55[:, 40:55].reshape(B, -1)))
+        out = reference(
+            betas=t(betas),
+            expression=t(expression),
+            global_orient=t(aa55[:, 0]),
+            body_pose=t(aa55[:, 1:22].reshape(B, -1)),
+            jaw_pose=t(aa55[:, 22]),
+            leye_pose=t(aa55[:, 23]),
+            reye_pose=t(aa55[:, 24]),
+            left_hand_pose=t(aa55[:, 25:40].reshape(B, -1)),
+            right_hand_pose=t(aa55[:, 40:55].reshape(B, -1)),
+        )
     return out.vertices.numpy(), out.joints.numpy()
 
 
@@ -94,8 +107,9 @@ def test_human3r_layer_matches_official_steps(model, reference, params):
     rot53 = _rotmats(aa53)
     transl = rng.normal(size=(B, 3)).astype(np.float32) + np.float32([0, 0, 4])
 
-    aa55 = np.concatenate([np.zeros_like(aa53[:, :1]), aa53[:, 1:22], aa53[:, 52:53],
-                           np.zeros_like(aa53[:, :2]), aa53[:, 22:52]], axis=1)
+    aa55 = np.concatenate(
+        [np.zeros_like(aa53[:, :1]), aa53[:, 1:22], aa53[:, 52:53], np.zeros_like(aa53[:, :2]), aa53[:, 22:52]], axis=1
+    )
     v0, j0 = _ref_forward(reference, betas, expression, aa55)
     R = rot53[:, 0]
     pelvis = j0[:, :1]
@@ -191,13 +205,16 @@ def test_gendered_file_name(model_file, tmp_path):
     assert str(male) in str(e.value)
 
 
-@pytest.mark.parametrize("changes, names", [
-    (dict(gender=np.array("female")), ["'gender'", "'female'"]),
-    (dict(v_template=np.zeros((6890, 3))), ["'v_template'", "(6890, 3)", "SMPL+H"]),
-    (dict(shapedirs=np.zeros((10475, 3, 10))), ["'shapedirs'", "10 components"]),
-    (dict(lmk_faces_idx=None, lmk_bary_coords=None), ["'lmk_faces_idx'", "'lmk_bary_coords'"]),
-    (dict(posedirs=np.zeros((10475, 3, 459))), ["'posedirs'", "(10475, 3, 459)"]),
-])
+@pytest.mark.parametrize(
+    "changes, names",
+    [
+        ({"gender": np.array("female")}, ["'gender'", "'female'"]),
+        ({"v_template": np.zeros((6890, 3))}, ["'v_template'", "(6890, 3)", "SMPL+H"]),
+        ({"shapedirs": np.zeros((10475, 3, 10))}, ["'shapedirs'", "10 components"]),
+        ({"lmk_faces_idx": None, "lmk_bary_coords": None}, ["'lmk_faces_idx'", "'lmk_bary_coords'"]),
+        ({"posedirs": np.zeros((10475, 3, 459))}, ["'posedirs'", "(10475, 3, 459)"]),
+    ],
+)
 def test_bad_file(variant, changes, names):
     path = variant(**changes)
     with pytest.raises(S.SmplxError) as e:
@@ -239,8 +256,17 @@ def test_no_people(model):
 
 # ---------------------------------------------------------------- damaged or hostile files
 
-_REQUIRED = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights",
-             "lmk_faces_idx", "lmk_bary_coords")
+_REQUIRED = (
+    "v_template",
+    "f",
+    "shapedirs",
+    "posedirs",
+    "J_regressor",
+    "kintree_table",
+    "weights",
+    "lmk_faces_idx",
+    "lmk_bary_coords",
+)
 
 
 def _small_file(tmp_path, **changes):

@@ -52,8 +52,14 @@ def test_builtin_rules_equal_the_former_boolean_update(tiny_model, ttt3r):
     b, s, d, m = 8, 12, 32, 8
     f32 = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
     flags = np.array(np.meshgrid([0, 1], [0, 1], [0, 1])).reshape(3, -1).astype(bool)  # [3, 8]
-    carry = Carry(f32(b, s, d), f32(b, m, 2 * d), f32(b, s, d), f32(b, m, 2 * d),
-                  jnp.asarray(np.where(flags[0], 0, 5), jnp.int32), jnp.asarray(flags[1]))
+    carry = Carry(
+        f32(b, s, d),
+        f32(b, m, 2 * d),
+        f32(b, s, d),
+        f32(b, m, 2 * d),
+        jnp.asarray(np.where(flags[0], 0, 5), jnp.int32),
+        jnp.asarray(flags[1]),
+    )
     frame = Frame(None, jnp.asarray(flags[2]), jnp.asarray(rng.uniform(size=b) < 0.3))
     new_state, new_mem, logits = f32(b, s, d), f32(b, m, 2 * d), f32(b, s)
     ref_taps, taps = {}, {}
@@ -74,8 +80,11 @@ def _fixture_run(name, rule, **kw):
     graphdef, state = ckpt.params_into(ckpt.abstract_model(cfg), params)
     inputs = dict(np.load(root / "inputs.npz"))
     v = len(inputs["img"])
-    views = Frame(jnp.asarray(inputs["img"].transpose(0, 2, 3, 1)[:, None]), jnp.asarray(inputs["update"]).reshape(v, 1),
-                  jnp.asarray(inputs["reset"]).reshape(v, 1))
+    views = Frame(
+        jnp.asarray(inputs["img"].transpose(0, 2, 3, 1)[:, None]),
+        jnp.asarray(inputs["update"]).reshape(v, 1),
+        jnp.asarray(inputs["reset"]).reshape(v, 1),
+    )
     opts = StepOptions(state_update=rule, taps=True, **kw)
     _, out = runtime.run_sequence(graphdef, state, runtime.init_carry(graphdef, state, 1), views, opts)
     return jax.tree.map(lambda a: np.asarray(a)[:, 0], out["taps"]), dict(np.load(root / "intermediates.npz"))
@@ -135,8 +144,9 @@ def test_scan_equals_step_by_step_with_a_custom_rule(tiny_model):
 def test_logits_only_for_rules_that_read_them(tiny_model):
     _, graphdef, params = tiny_model
     fr = frames(3)
-    run = lambda rule: runtime.run_sequence(graphdef, params, runtime.init_carry(graphdef, params, 1), fr,
-                                            StepOptions(state_update=rule, taps=True))
+    run = lambda rule: runtime.run_sequence(
+        graphdef, params, runtime.init_carry(graphdef, params, 1), fr, StepOptions(state_update=rule, taps=True)
+    )
     c_copy, _ = run(ttt3r_copy)
     c_ttt3r, _ = run(su.ttt3r)
     np.testing.assert_array_equal(c_copy.state, c_ttt3r.state)  # it got TTT3R's logits
@@ -144,8 +154,9 @@ def test_logits_only_for_rules_that_read_them(tiny_model):
     np.testing.assert_array_equal(np.asarray(o["taps"]["state_update_weight"]), 0.25)
     model = nnx.merge(graphdef, params)
     carry = runtime.init_carry(graphdef, params, 1)
-    logits = lambda rule: jax.eval_shape(lambda: model.decode(carry, *model.encode(fr.img[0]), (48, 64),
-                                                              StepOptions(state_update=rule))[3])
+    logits = lambda rule: jax.eval_shape(
+        lambda: model.decode(carry, *model.encode(fr.img[0]), (48, 64), StepOptions(state_update=rule))[3]
+    )
     assert logits(no_logits) is None and logits(ttt3r_copy).shape == (1, 12)
 
 
@@ -170,8 +181,9 @@ def test_example_rule_through_the_scan(tiny_human3r):
 def test_example_rule_through_reconstruct(tmp_path, tiny_human3r):
     """reconstruct with Settings(state_update=rule) ≡ the scan with that rule, and ≠ the default rule."""
     rule = ConstantBeta(0.0)
-    out = reconstruct([SAMPLE], tmp_path / "o", tiny_human3r, Settings(max_frames=2, state_update=rule),
-                      progress=False)[0]
+    out = reconstruct(
+        [SAMPLE], tmp_path / "o", tiny_human3r, Settings(max_frames=2, state_update=rule), progress=False
+    )[0]
     with np.load(out / "frames" / "000001.npz") as f:
         depth = f["depth"]
     _, o = scan(tiny_human3r, rule, frames=2)

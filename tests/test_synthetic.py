@@ -18,9 +18,17 @@ from human3r_jax.models import smplx as S
 
 W, H = 96, 64
 SUBDIRS = {"rgb": ".png", "depth": ".npy", "mask": ".png", "cam": ".npz", "smpl": ".npz"}
-LABEL_SHAPES = {"smplx_root_pose": (3,), "smplx_body_pose": (21, 3), "smplx_jaw_pose": (3,),
-                "smplx_leye_pose": (3,), "smplx_reye_pose": (3,), "smplx_left_hand_pose": (15, 3),
-                "smplx_right_hand_pose": (15, 3), "smplx_shape": (11,), "smplx_transl": (3,)}
+LABEL_SHAPES = {
+    "smplx_root_pose": (3,),
+    "smplx_body_pose": (21, 3),
+    "smplx_jaw_pose": (3,),
+    "smplx_leye_pose": (3,),
+    "smplx_reye_pose": (3,),
+    "smplx_left_hand_pose": (15, 3),
+    "smplx_right_hand_pose": (15, 3),
+    "smplx_shape": (11,),
+    "smplx_transl": (3,),
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +61,18 @@ def _rodrigues(v):
 
 def _aa55(labels):
     """[P, 55, 3] axis-angle in SMPL-X joint order from a frame's labels."""
-    return np.concatenate([labels["smplx_root_pose"][:, None], labels["smplx_body_pose"],
-                           labels["smplx_jaw_pose"][:, None], labels["smplx_leye_pose"][:, None],
-                           labels["smplx_reye_pose"][:, None], labels["smplx_left_hand_pose"],
-                           labels["smplx_right_hand_pose"]], axis=1)
+    return np.concatenate(
+        [
+            labels["smplx_root_pose"][:, None],
+            labels["smplx_body_pose"],
+            labels["smplx_jaw_pose"][:, None],
+            labels["smplx_leye_pose"][:, None],
+            labels["smplx_reye_pose"][:, None],
+            labels["smplx_left_hand_pose"],
+            labels["smplx_right_hand_pose"],
+        ],
+        axis=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +83,9 @@ def camera_vertices(dataset, model):
     labels = {(seq, name): _load(seq, name)[1] for seq, name, _ in _frames(info)}
     stacked = {k: np.concatenate([v[k] for v in labels.values()]) for k in LABEL_SHAPES}
     aa = _aa55(stacked)
-    out = jax.jit(S.smplx_forward)(model, stacked["smplx_shape"], np.zeros((len(aa), 10), np.float32),
-                                   _rodrigues(aa).astype(np.float32))
+    out = jax.jit(S.smplx_forward)(
+        model, stacked["smplx_shape"], np.zeros((len(aa), 10), np.float32), _rodrigues(aa).astype(np.float32)
+    )
     verts = np.asarray(out.vertices, np.float64) + stacked["smplx_transl"][:, None]
     split = np.cumsum([len(v["smplx_transl"]) for v in labels.values()])[:-1]
     return dict(zip(labels, np.split(verts, split)))
@@ -76,8 +93,12 @@ def camera_vertices(dataset, model):
 
 def _load(seq, name):
     cam, smpl = np.load(seq / "cam" / f"{name}.npz"), np.load(seq / "smpl" / f"{name}.npz")
-    return ({k: cam[k] for k in cam.files}, {k: smpl[k] for k in smpl.files},
-            np.load(seq / "depth" / f"{name}.npy"), np.asarray(PIL.Image.open(seq / "mask" / f"{name}.png")))
+    return (
+        {k: cam[k] for k in cam.files},
+        {k: smpl[k] for k in smpl.files},
+        np.load(seq / "depth" / f"{name}.npy"),
+        np.asarray(PIL.Image.open(seq / "mask" / f"{name}.png")),
+    )
 
 
 def test_files_dtypes_and_shapes(dataset):
@@ -142,8 +163,14 @@ def test_pipeline_batch_follows_the_schema(dataset):
     batches.close()
     spec = batch_spec(2, index.num_views)
     hw = {2: 48, 3: 64}  # the None axes of the spec: H, W
-    _assert_follows(batch, {k: (dtype, tuple(hw[i] if d is None else d for i, d in enumerate(shape)))
-                            for k, (dtype, shape) in spec.items()}, "batch")
+    _assert_follows(
+        batch,
+        {
+            k: (dtype, tuple(hw[i] if d is None else d for i, d in enumerate(shape)))
+            for k, (dtype, shape) in spec.items()
+        },
+        "batch",
+    )
     assert batch["smpl_mask"].any()  # the labels reached the slots
 
 
@@ -165,12 +192,11 @@ def test_deterministic(dataset, smplx_root, tmp_path):
     root, _ = dataset
     syn.make_synthetic_bedlam(tmp_path / "again", smplx_root, seed=0)
     files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
-    assert sorted(p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("*")
-                  if p.is_file()) == files
+    assert sorted(p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("*") if p.is_file()) == files
     _, mismatch, errors = filecmp.cmpfiles(root, tmp_path / "again", files, shallow=False)
     assert not mismatch and not errors  # the same seed: byte-identical
     # another seed, another world (small runs: sequence 0 with people in both)
-    small = dict(n_train=1, n_test=0, frames=2)
+    small = {"n_train": 1, "n_test": 0, "frames": 2}
     syn.make_synthetic_bedlam(tmp_path / "a", smplx_root, seed=0, **small)
     syn.make_synthetic_bedlam(tmp_path / "b", smplx_root, seed=1, **small)
     for sub, ext in SUBDIRS.items():
@@ -242,24 +268,57 @@ def test_official_smplx_agrees(dataset, camera_vertices, smplx_root):
     seq, name, ids = next(f for f in _frames(info) if len(f[2]) >= 2)
     smpl = _load(seq, name)[1]
     P = len(ids)
-    ref = smplx.create(str(smplx_root), "smplx", gender="neutral", num_betas=11, use_pca=False,
-                       flat_hand_mean=True, use_face_contour=False, num_expression_coeffs=10,
-                       batch_size=P)
+    ref = smplx.create(
+        str(smplx_root),
+        "smplx",
+        gender="neutral",
+        num_betas=11,
+        use_pca=False,
+        flat_hand_mean=True,
+        use_face_contour=False,
+        num_expression_coeffs=10,
+        batch_size=P,
+    )
     t = {k: torch.from_numpy(v.reshape(P, -1)) for k, v in smpl.items()}
     with torch.no_grad():
-        out = ref(betas=t["smplx_shape"], global_orient=t["smplx_root_pose"], transl=t["smplx_transl"],
-                  body_pose=t["smplx_body_pose"], jaw_pose=t["smplx_jaw_pose"],
-                  leye_pose=t["smplx_leye_pose"], reye_pose=t["smplx_reye_pose"],
-                  left_hand_pose=t["smplx_left_hand_pose"], right_hand_pose=t["smplx_right_hand_pose"],
-                  expression=torch.zeros(P, 10))
+        out = ref(
+            betas=t["smplx_shape"],
+            global_orient=t["smplx_root_pose"],
+            transl=t["smplx_transl"],
+            body_pose=t["smplx_body_pose"],
+            jaw_pose=t["smplx_jaw_pose"],
+            leye_pose=t["smplx_leye_pose"],
+            reye_pose=t["smplx_reye_pose"],
+            left_hand_pose=t["smplx_left_hand_pose"],
+            right_hand_pose=t["smplx_right_hand_pose"],
+            expression=torch.zeros(P, 10),
+        )
     ref_v = out.vertices.numpy().astype(np.float64)
     ours = camera_vertices[seq, name]
     assert np.linalg.norm(ours - ref_v) / np.linalg.norm(ref_v) < 1e-4
 
 
 def test_cli(smplx_root, tmp_path, capsys):
-    syn.main(["--out", str(tmp_path), "--smplx", str(smplx_root), "--n-train", "1", "--n-test", "0",
-              "--frames", "2", "--width", "48", "--height", "32", "--max-people", "1"])
+    syn.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--smplx",
+            str(smplx_root),
+            "--n-train",
+            "1",
+            "--n-test",
+            "0",
+            "--frames",
+            "2",
+            "--width",
+            "48",
+            "--height",
+            "32",
+            "--max-people",
+            "1",
+        ]
+    )
     assert '"synth00_seq_000000"' in capsys.readouterr().out
     rgb = PIL.Image.open(tmp_path / "Training" / "synth00_seq_000000" / "rgb" / "000001.png")
     assert rgb.size == (48, 32)

@@ -172,7 +172,7 @@ def test_random_sequences_match_reference(capacity):
     """Random sequences; capacity 96 never overflows (the official algorithm exactly), capacity 5
     exercises the documented tail truncation (and frames with more humans than the capacity)."""
     S, D = 6, 8
-    cover = dict(empty=0, more_humans=0, reid_after_gap=0, near_above=0, near_below=0, overflow=0)
+    cover = {"empty": 0, "more_humans": 0, "reid_after_gap": 0, "near_above": 0, "near_below": 0, "overflow": 0}
     for seed in range(6):
         rng = np.random.default_rng(seed)
         ref = RefTracker(None if capacity == 96 else capacity)
@@ -216,10 +216,10 @@ def test_near_threshold_both_sides():
         direction = rng.normal(size=D)
         direction /= np.linalg.norm(direction)
 
-        def frame_at(t):
+        def frame_at(t, rows=rows, direction=direction, others=others):
             return np.concatenate([ref.tok[rows[:1]] + t * direction, others]).astype(np.float32)
 
-        def score(t):
+        def score(t, rows=rows):
             return ref.scores(frame_at(t).astype(np.float64))[rows[0], 0]
 
         lo, hi = 0.0, 60.0

@@ -39,18 +39,40 @@ def synth(tmp_path_factory, smplx_root):
 
 
 def tiny(synth, smplx_root, workdir, **kw) -> TrainConfig:
-    base = {"model": "human3r_tiny", "random_init": True, "smplx": str(smplx_root), "data_root": str(synth),
-            "batch_size": 2, "max_humans": 4, "resolutions": ((64, 48),), "aug_crop": 4, "samples_per_epoch": 60,
-            "epochs": 2, "warmup_epochs": 0.1, "lr": 1e-3, "min_lr": 1e-4, "compute_dtype": "float32", "remat": False,
-            "save_every": 1000, "keep": 2, "keep_period": None, "log_every": 1000, "workdir": str(workdir),
-            "prefetch": 1, "eval_every": 0}
+    base = {
+        "model": "human3r_tiny",
+        "random_init": True,
+        "smplx": str(smplx_root),
+        "data_root": str(synth),
+        "batch_size": 2,
+        "max_humans": 4,
+        "resolutions": ((64, 48),),
+        "aug_crop": 4,
+        "samples_per_epoch": 60,
+        "epochs": 2,
+        "warmup_epochs": 0.1,
+        "lr": 1e-3,
+        "min_lr": 1e-4,
+        "compute_dtype": "float32",
+        "remat": False,
+        "save_every": 1000,
+        "keep": 2,
+        "keep_period": None,
+        "log_every": 1000,
+        "workdir": str(workdir),
+        "prefetch": 1,
+        "eval_every": 0,
+    }
     base.update(kw)
     return TrainConfig(**base)
 
 
 def flat_params(trainer: Trainer) -> dict:
-    return {**ckpt.flatten(jax.device_get(trainer.state.trainable)), **jax.device_get(trainer.fixed),
-            **jax.device_get(trainer.frozen)}
+    return {
+        **ckpt.flatten(jax.device_get(trainer.state.trainable)),
+        **jax.device_get(trainer.fixed),
+        **jax.device_get(trainer.frozen),
+    }
 
 
 def test_loss_decreases_and_only_trainable_parameters_change(synth, smplx_root, tmp_path):
@@ -74,12 +96,10 @@ def test_loss_decreases_and_only_trainable_parameters_change(synth, smplx_root, 
 def test_resume_equals_straight_run(synth, smplx_root, tmp_path):
     straight = Trainer(tiny(synth, smplx_root, tmp_path / "straight", max_steps=6), log_to_tensorboard=False)
     straight.run(progress=False)
-    first = Trainer(tiny(synth, smplx_root, tmp_path / "resumed", max_steps=3, save_every=3),
-                    log_to_tensorboard=False)
+    first = Trainer(tiny(synth, smplx_root, tmp_path / "resumed", max_steps=3, save_every=3), log_to_tensorboard=False)
     first.run(progress=False)
     assert first.manager.latest_step() == 3
-    second = Trainer(tiny(synth, smplx_root, tmp_path / "resumed", max_steps=6, save_every=3),
-                     log_to_tensorboard=False)
+    second = Trainer(tiny(synth, smplx_root, tmp_path / "resumed", max_steps=6, save_every=3), log_to_tensorboard=False)
     assert second.restore_latest() == 3
     second.run(progress=False)
     assert int(second.state.step) == int(straight.state.step) == 6
@@ -89,21 +109,36 @@ def test_resume_equals_straight_run(synth, smplx_root, tmp_path):
     # the optimizer moments and the carried gradients of the fixed group (the official clip norm's)
     state_a = jax.tree.leaves((straight.state.opt_state, straight.state.fixed_grads))
     state_b = jax.tree.leaves((second.state.opt_state, second.state.fixed_grads))
-    assert len(state_a) == len(state_b) and any(np.any(np.asarray(x)) for x in jax.tree.leaves(second.state.fixed_grads))
+    assert len(state_a) == len(state_b) and any(
+        np.any(np.asarray(x)) for x in jax.tree.leaves(second.state.fixed_grads)
+    )
     for x, y in zip(state_a, state_b):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6)
 
 
 def test_resume_refuses_another_seed_or_initialisation(synth, smplx_root, tmp_path):
-    Trainer(tiny(synth, smplx_root, tmp_path / "w", max_steps=1, save_every=1), log_to_tensorboard=False).run(progress=False)
+    Trainer(tiny(synth, smplx_root, tmp_path / "w", max_steps=1, save_every=1), log_to_tensorboard=False).run(
+        progress=False
+    )
     with pytest.raises(TrainError, match="seed 0, not 1"):
-        Trainer(tiny(synth, smplx_root, tmp_path / "w", seed=1, max_steps=2), log_to_tensorboard=False).run(progress=False)
+        Trainer(tiny(synth, smplx_root, tmp_path / "w", seed=1, max_steps=2), log_to_tensorboard=False).run(
+            progress=False
+        )
 
 
 def test_train_command_logs_checkpoints_and_exports(synth, smplx_root, tmp_path, capsys):
     work = tmp_path / "cli"
-    cfg = tiny(synth, smplx_root, work, max_steps=4, save_every=2, log_every=2, eval_every=2, eval_samples=4,
-               eval_resolution=(64, 48))
+    cfg = tiny(
+        synth,
+        smplx_root,
+        work,
+        max_steps=4,
+        save_every=2,
+        log_every=2,
+        eval_every=2,
+        eval_samples=4,
+        eval_resolution=(64, 48),
+    )
     sets = []
     for f in dataclasses.fields(TrainConfig):
         v = getattr(cfg, f.name)
@@ -122,7 +157,9 @@ def test_train_command_logs_checkpoints_and_exports(synth, smplx_root, tmp_path,
     assert [int(s) for s, _ in evals] == [0, 2, 4]
     assert meta["best_eval"] == pytest.approx(min(float(v) for _, v in evals), abs=1e-4)
     best = json.loads((work / "export" / "best" / "config.json").read_text())
-    assert best["source"]["trained_steps"] == next(int(s) for s, v in evals if float(v) == min(float(v) for _, v in evals))
+    assert best["source"]["trained_steps"] == next(
+        int(s) for s, v in evals if float(v) == min(float(v) for _, v in evals)
+    )
     # resumed to step 6: no second evaluation of step 4, and the best so far carried in the checkpoint
     assert main(["train", "--config", "tiny_synthetic", "--quiet", *sets, "--set", "max_steps=6"]) == 0
     out = capsys.readouterr()
@@ -138,8 +175,14 @@ def test_official_initialisation_from_cut3r_and_multihmr_files(synth, smplx_root
     initialisation, and a resume with another initialisation is refused."""
     cut3r = shared_path("fixtures", "cut3r_tiny", "checkpoint.pth")
     write_multihmr(tmp_path / "multiHMR.pt")
-    cfg = tiny(synth, smplx_root, tmp_path / "w", random_init=False, init_cut3r=str(cut3r),
-               init_multihmr=str(tmp_path / "multiHMR.pt"))
+    cfg = tiny(
+        synth,
+        smplx_root,
+        tmp_path / "w",
+        random_init=False,
+        init_cut3r=str(cut3r),
+        init_multihmr=str(tmp_path / "multiHMR.pt"),
+    )
     trainer = Trainer(cfg, log_to_tensorboard=False)
     got = flat_params(trainer)
     from_cut3r = ckpt.flatten(convert_file(cut3r)[1])
@@ -160,8 +203,22 @@ def test_official_initialisation_from_cut3r_and_multihmr_files(synth, smplx_root
 
 
 def test_bad_inputs_give_clear_errors(synth, smplx_root, tmp_path, capsys):
-    assert main(["train", "--config", "tiny_synthetic", "--set", f"smplx={smplx_root}",
-                 "--set", f"data_root={tmp_path / 'nowhere'}", "--set", f"workdir={tmp_path / 'w'}"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "tiny_synthetic",
+                "--set",
+                f"smplx={smplx_root}",
+                "--set",
+                f"data_root={tmp_path / 'nowhere'}",
+                "--set",
+                f"workdir={tmp_path / 'w'}",
+            ]
+        )
+        == 2
+    )
     assert "nowhere" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="fixed_grads='often': must be one of accumulate, fresh, ignore"):
         Trainer(tiny(synth, smplx_root, tmp_path / "w4", fixed_grads="often"), log_to_tensorboard=False)
@@ -214,11 +271,17 @@ def data_parallel_run(request, synth, smplx_root, tmp_path_factory):
         yield None
         return
     tmp = tmp_path_factory.mktemp("dp")
-    script = DP_SCRIPT.format(tests=str(ROOT / "tests"), synth=str(synth), smplx=str(smplx_root),
-                              work=str(tmp / "work"), out=str(tmp / "dp.npz"))
+    script = DP_SCRIPT.format(
+        tests=str(ROOT / "tests"),
+        synth=str(synth),
+        smplx=str(smplx_root),
+        work=str(tmp / "work"),
+        out=str(tmp / "dp.npz"),
+    )
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # the script fakes its 2 CPU devices with chex
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     yield proc, tmp / "dp.npz"
     if proc.poll() is None:
         proc.kill()
@@ -228,8 +291,9 @@ def data_parallel_run(request, synth, smplx_root, tmp_path_factory):
 def test_data_parallel_over_two_host_devices_matches_one(data_parallel_run, synth, smplx_root, tmp_path):
     """The same two steps sharded over 2 forced CPU devices (batch split) and on one device."""
     proc, out = data_parallel_run
-    single = Trainer(tiny(synth, smplx_root, tmp_path / "one", data_parallel=False, max_steps=2),
-                     log_to_tensorboard=False)
+    single = Trainer(
+        tiny(synth, smplx_root, tmp_path / "one", data_parallel=False, max_steps=2), log_to_tensorboard=False
+    )
     init = {k: np.array(v) for k, v in flat_params(single).items()}
     m = single.run(progress=False)
     log, _ = proc.communicate(timeout=900)
@@ -254,8 +318,9 @@ def test_bfloat16_with_remat_trains(synth, smplx_root, tmp_path):
     """The official precision setting (bf16 compute, float32 parameters, heads and losses) with
     rematerialisation: finite, close to float32 on the first step, and decreasing."""
     f32 = Trainer(tiny(synth, smplx_root, tmp_path / "f32"), log_to_tensorboard=False)
-    bf16 = Trainer(tiny(synth, smplx_root, tmp_path / "bf16", compute_dtype="bfloat16", remat=True),
-                   log_to_tensorboard=False)
+    bf16 = Trainer(
+        tiny(synth, smplx_root, tmp_path / "bf16", compute_dtype="bfloat16", remat=True), log_to_tensorboard=False
+    )
     batch = next(f32.batches(0))
     l32 = float(f32.train_step(batch)["loss"])
     # flax's LayerNorm mixes bf16 inputs with its float32 statistics implicitly: standard promotion here

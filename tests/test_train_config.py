@@ -93,6 +93,7 @@ class Reached(Exception):
 @pytest.fixture
 def no_model(monkeypatch):
     """SMPL-X loading, model building and initialisation replaced by stubs raising Reached."""
+
     def stub(*args, **kwargs):
         raise Reached
 
@@ -114,8 +115,10 @@ def test_defaults_and_bundled_configs_are_valid():
 
 def test_config_file_is_validated_when_loaded(tmp_path):
     path = tmp_path / "my_run.py"
-    path.write_text("from human3r_jax.train.config import TrainConfig\n\n\n"
-                    "def get_config():\n    return TrainConfig(batch_size=0)\n")
+    path.write_text(
+        "from human3r_jax.train.config import TrainConfig\n\n\n"
+        "def get_config():\n    return TrainConfig(batch_size=0)\n"
+    )
     with pytest.raises(ConfigError, match="^batch_size=0: must be an integer at least 1$"):
         load_config(str(path))
 
@@ -123,8 +126,11 @@ def test_config_file_is_validated_when_loaded(tmp_path):
 def test_parameter_groups_are_overridable():
     cfg = apply_overrides(BASE, [r"frozen_params=('^encoder\\.', '^backbone\\.')", "fixed_params=()"])
     assert cfg.frozen_params == (r"^encoder\.", r"^backbone\.") and cfg.fixed_params == ()
-    with pytest.raises(ConfigError, match=r"^trainable_params=\('\^human\[',\): .*: '\^human\[' is not a regular "
-                                          r"expression \(unterminated character set"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^trainable_params=\('\^human\[',\): .*: '\^human\[' is not a regular "
+        r"expression \(unterminated character set",
+    ):
         apply_overrides(BASE, ["trainable_params=('^human[',)"])
 
 
@@ -173,8 +179,12 @@ def inputs(tmp_path):
     make_split(tmp_path / "test_only", "Test")
     for name in ("SMPLX_NEUTRAL.npz", "cut3r.pth", "multiHMR.pt"):
         (tmp_path / name).touch()
-    return dataclasses.replace(BASE, data_root=str(tmp_path / "data"), smplx=str(tmp_path / "SMPLX_NEUTRAL.npz"),
-                               workdir=str(tmp_path / "runs" / "w"))
+    return dataclasses.replace(
+        BASE,
+        data_root=str(tmp_path / "data"),
+        smplx=str(tmp_path / "SMPLX_NEUTRAL.npz"),
+        workdir=str(tmp_path / "runs" / "w"),
+    )
 
 
 def test_valid_inputs_pass_the_checks(inputs, no_model, tmp_path):
@@ -194,13 +204,25 @@ MISSING = [
     pytest.param({"smplx": "{tmp}/smplx"}, TrainError, "smplx=.*/smplx: no such file or folder", id="smplx"),
     pytest.param({"smplx": None}, TrainError, "set smplx", id="no smplx"),
     pytest.param({"random_init": False}, TrainError, "set init_cut3r and init_multihmr", id="no init"),
-    pytest.param({"random_init": False, "init_cut3r": "{tmp}/gone.pth", "init_multihmr": "{tmp}/multiHMR.pt"},
-                 TrainError, "init_cut3r=.*/gone.pth: no such file or folder", id="init_cut3r"),
-    pytest.param({"random_init": False, "init_cut3r": "{tmp}/cut3r.pth", "init_multihmr": "{tmp}/gone.pt"},
-                 TrainError, "init_multihmr=.*/gone.pt: no such file or folder", id="init_multihmr"),
+    pytest.param(
+        {"random_init": False, "init_cut3r": "{tmp}/gone.pth", "init_multihmr": "{tmp}/multiHMR.pt"},
+        TrainError,
+        "init_cut3r=.*/gone.pth: no such file or folder",
+        id="init_cut3r",
+    ),
+    pytest.param(
+        {"random_init": False, "init_cut3r": "{tmp}/cut3r.pth", "init_multihmr": "{tmp}/gone.pt"},
+        TrainError,
+        "init_multihmr=.*/gone.pt: no such file or folder",
+        id="init_multihmr",
+    ),
     pytest.param({"random_init": False, "init": "{tmp}/gone"}, TrainError, "init=.*/gone: no such", id="init"),
-    pytest.param({"random_init": False, "init": "{tmp}/data"}, ckpt.CheckpointFormatError,
-                 "data: not a human3r-jax checkpoint", id="init not a checkpoint"),
+    pytest.param(
+        {"random_init": False, "init": "{tmp}/data"},
+        ckpt.CheckpointFormatError,
+        "data: not a human3r-jax checkpoint",
+        id="init not a checkpoint",
+    ),
 ]
 
 
@@ -213,22 +235,37 @@ def test_missing_input_stops_the_trainer_before_the_model(changes, error, messag
 
 
 def test_train_command_reports_a_missing_input_in_one_line(inputs, capsys, tmp_path):
-    args = ["train", "--config", "tiny_synthetic", "--set", f"data_root={tmp_path / 'nowhere'}",
-            "--set", f"smplx={inputs.smplx}", "--set", f"workdir={inputs.workdir}"]
+    args = [
+        "train",
+        "--config",
+        "tiny_synthetic",
+        "--set",
+        f"data_root={tmp_path / 'nowhere'}",
+        "--set",
+        f"smplx={inputs.smplx}",
+        "--set",
+        f"workdir={inputs.workdir}",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("human3r-jax train: error: ") and "nowhere" in err and err.count("\n") == 1, err
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda w: w.touch(), r"w: .*/w exists and is not a folder"),
-    (lambda w: (w.parent.rmdir(), w.parent.touch()), r"/runs exists and is not a folder"),
-    (lambda w: (w.mkdir(), (w / "checkpoints").touch()), r"checkpoints: not a folder"),
-    (lambda w: (w.mkdir(), (w / "logs").touch()), r"logs: not a folder"),
-    (lambda w: ((w / "checkpoints").mkdir(parents=True), (w / "checkpoints" / "model.pt").touch()),
-     r"checkpoints: not a human3r-jax training checkpoint folder \(it holds model.pt\)"),
-], ids=["file", "parent file", "checkpoints file", "logs file", "foreign checkpoints"])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda w: w.touch(), r"w: .*/w exists and is not a folder"),
+        (lambda w: (w.parent.rmdir(), w.parent.touch()), r"/runs exists and is not a folder"),
+        (lambda w: (w.mkdir(), (w / "checkpoints").touch()), r"checkpoints: not a folder"),
+        (lambda w: (w.mkdir(), (w / "logs").touch()), r"logs: not a folder"),
+        (
+            lambda w: ((w / "checkpoints").mkdir(parents=True), (w / "checkpoints" / "model.pt").touch()),
+            r"checkpoints: not a human3r-jax training checkpoint folder \(it holds model.pt\)",
+        ),
+    ],
+    ids=["file", "parent file", "checkpoints file", "logs file", "foreign checkpoints"],
+)
 def test_unusable_workdir_is_refused_and_kept(make, message, inputs, no_model):
     workdir = Path(inputs.workdir)
     workdir.parent.mkdir()
@@ -257,6 +294,7 @@ def test_resumable_workdir_passes(inputs, no_model):
 def test_failed_workdir_setup_removes_only_what_it_made(monkeypatch, tmp_path):
     """The checkpoint manager and the TensorBoard writer create the workdir last; if the writer
     fails, the folders made for it go again, and a folder of the user's stays as it was."""
+
     def broken(logdir):
         raise OSError("no TensorBoard today")
 

@@ -57,7 +57,9 @@ def test_scene_targets_relative_cameras():
     t = scene_targets(batch)
     np.testing.assert_allclose(np.asarray(t["pose_t"][0]), [[0, 0, 0], [0, 0, 2]], atol=1e-6)
     np.testing.assert_allclose(np.asarray(t["pose_q"][0, 0]), [1, 0, 0, 0], atol=1e-6)
-    np.testing.assert_allclose(np.asarray(t["pose_q"][0, 1]), [math.cos(math.pi / 4), 0, 0, math.sin(math.pi / 4)], atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(t["pose_q"][0, 1]), [math.cos(math.pi / 4), 0, 0, math.sin(math.pi / 4)], atol=1e-6
+    )
     # a view-1 point at pixel (0, 0), depth 1: camera (0, 0, 1) → view 0's frame: R·p + t = (0, 0, 3)
     np.testing.assert_allclose(np.asarray(t["pts_cross"][0, 1, 0, 0]), [0, 0, 3], atol=1e-6)
     np.testing.assert_allclose(np.asarray(t["pts_self"]), np.asarray(depth_to_points(batch["depth"], batch["K"])))
@@ -97,12 +99,15 @@ def test_groups_match_the_official_freeze():
     assert count(trainable) == 67_681_561 - 1024
     assert count(trainable) == _spec_count(
         "human3r_state_dict_shapes.txt",
-        r"^(downstream_head\.(mlp_fuse|decpose|decshape|decexpression|deccam|mlp_msk)\.|mhmr_masked_smpl_token$)")
+        r"^(downstream_head\.(mlp_fuse|decpose|decshape|decexpression|deccam|mlp_msk)\.|mhmr_masked_smpl_token$)",
+    )
     assert "masked_smpl_token" in frozen and "mhmr_masked_smpl_token" in trainable
-    fixed_spec = _spec_count("human3r_state_dict_shapes.txt",
-                             r"^(dec_blocks\.|dec_blocks_state\.|pose_retriever\.|pose_token$|register_tokens\.|"
-                             r"decoder_embed\.|decoder_embed_state\.|dec_norm\.|dec_norm_state\.|"
-                             r"downstream_head\.(dpt_self|final_transform|dpt_cross|dpt_rgb|pose_head)\.)")
+    fixed_spec = _spec_count(
+        "human3r_state_dict_shapes.txt",
+        r"^(dec_blocks\.|dec_blocks_state\.|pose_retriever\.|pose_token$|register_tokens\.|"
+        r"decoder_embed\.|decoder_embed_state\.|dec_norm\.|dec_norm_state\.|"
+        r"downstream_head\.(dpt_self|final_transform|dpt_cross|dpt_rgb|pose_head)\.)",
+    )
     assert count(fixed) == fixed_spec
     assert not any(k.startswith(("encoder.", "ray_encoder.", "backbone.")) for k in {**trainable, **fixed})
     assert {"human.mlp_classif.fc1.kernel", "human.mlp_offset.fc1.kernel", "human.init_body_pose"} <= set(frozen)
@@ -114,7 +119,11 @@ FORMER_TRAINABLE = (
     r"^mhmr_masked_smpl_token$",
 )
 FORMER_FIXED = (
-    r"^decoder\.", r"^state_embed\.", r"^pose_token$", r"^register_tokens$", r"^pose_retriever\.",
+    r"^decoder\.",
+    r"^state_embed\.",
+    r"^pose_token$",
+    r"^register_tokens$",
+    r"^pose_retriever\.",
     r"^head\.(dpt_self|dpt_cross|dpt_rgb|final_transform|pose_head)\.",
 )
 
@@ -143,8 +152,10 @@ def test_default_groups_reproduce_the_former_split(model):
 
 
 def test_misspelled_pattern_is_refused(tiny_shapes):
-    with pytest.raises(ConfigError, match=re.escape("trainable_params: pattern '^mhmr_masked_smpl_tokn$' matches "
-                                                    "no parameter of the model")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("trainable_params: pattern '^mhmr_masked_smpl_tokn$' matches no parameter of the model"),
+    ):
         optim.split_params(tiny_shapes, (TRAINABLE[0], r"^mhmr_masked_smpl_tokn$"), FIXED, FROZEN)
     with pytest.raises(ConfigError, match=re.escape("frozen_params: pattern '^Backbone\\.' matches no parameter")):
         optim.split_params(tiny_shapes, TRAINABLE, FIXED, (*FROZEN[:2], r"^Backbone\.", *FROZEN[3:]))
@@ -166,10 +177,14 @@ def test_uncovered_or_renamed_parameter_is_refused(tiny_shapes):
 
 
 def test_parameter_in_two_groups_is_refused(tiny_shapes):
-    with pytest.raises(ConfigError, match=re.escape(
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
             "parameter human.decpose.fc1.bias is matched by trainable_params ('^human\\.(mlp_fuse|decpose|decshape|"
             "decexpression|deccam|mlp_msk)\\.') and frozen_params ('^human\\.decpose\\.'): each parameter belongs "
-            "to exactly one group")):
+            "to exactly one group"
+        ),
+    ):
         optim.split_params(tiny_shapes, TRAINABLE, FIXED, (*FROZEN, r"^human\.decpose\."))
     # patterns of one group may overlap
     both = optim.split_params(tiny_shapes, (*TRAINABLE, r"^human\.decpose\.fc1\."), FIXED, FROZEN)
@@ -189,9 +204,11 @@ def test_groups_are_checked_before_any_weights_load(monkeypatch):
 def test_trainer_names_the_batch_without_the_data_pipeline():
     """train/ takes the batch's keys, resolutions and splits from data/schema.py; the BEDLAM pipeline
     (PIL, TensorFlow) is imported only when a run reads data."""
-    code = ("import sys, human3r_jax.train.trainer; from human3r_jax.data.schema import STEP_KEYS, batch_spec; "
-            "assert 'human3r_jax.data.bedlam' not in sys.modules; "
-            "assert set(batch_spec(1, 2)) - set(STEP_KEYS) == {'frame_ids', 'seq_index', 'step'}")
+    code = (
+        "import sys, human3r_jax.train.trainer; from human3r_jax.data.schema import STEP_KEYS, batch_spec; "
+        "assert 'human3r_jax.data.bedlam' not in sys.modules; "
+        "assert set(batch_spec(1, 2)) - set(STEP_KEYS) == {'frame_ids', 'seq_index', 'step'}"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
 
 
@@ -214,8 +231,9 @@ def test_clip_like_torch():
     g = {"a": jnp.asarray([3.0, 4.0])}
     n = optim.global_norm(g)
     assert float(n) == pytest.approx(5.0)
-    np.testing.assert_allclose(np.asarray(optim.clip_by_global_norm(g, n, 1.0)["a"]), [3 / 5.000001, 4 / 5.000001],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(optim.clip_by_global_norm(g, n, 1.0)["a"]), [3 / 5.000001, 4 / 5.000001], rtol=1e-6
+    )
     np.testing.assert_allclose(np.asarray(optim.clip_by_global_norm(g, n, 10.0)["a"]), [3.0, 4.0])
 
 
@@ -262,17 +280,40 @@ def test_clip_gradients_accumulates_the_fixed_group_like_the_original():
 
 def test_bundled_configs_load_and_state_the_recipe():
     cfg = load_config("human3r_bedlam")
-    assert (cfg.batch_size, cfg.epochs, cfg.steps_per_epoch, cfg.total_steps, cfg.warmup_steps) == (8, 40, 500, 20000, 2500)
+    assert (cfg.batch_size, cfg.epochs, cfg.steps_per_epoch, cfg.total_steps, cfg.warmup_steps) == (
+        8,
+        40,
+        500,
+        20000,
+        2500,
+    )
     assert (cfg.lr, cfg.min_lr, cfg.weight_decay, cfg.b1, cfg.b2, cfg.clip_norm) == (1e-4, 1e-6, 0.05, 0.9, 0.95, 1.0)
     assert len(cfg.resolutions) == 10 and cfg.compute_dtype == "bfloat16"
     assert isinstance(load_config("tiny_synthetic"), TrainConfig)
 
 
 def test_overrides_parse_types_and_reject_bad_keys():
-    cfg = apply_overrides(TrainConfig(), ["lr=2e-4", "batch_size=4", "data_root=/data/x", "remat=False",
-                                          "resolutions=[(64, 48)]", "max_steps=None", "warmup_epochs=1"])
-    assert (cfg.lr, cfg.batch_size, cfg.data_root, cfg.remat, cfg.resolutions, cfg.max_steps, cfg.warmup_epochs) == \
-        (2e-4, 4, "/data/x", False, ((64, 48),), None, 1.0)
+    cfg = apply_overrides(
+        TrainConfig(),
+        [
+            "lr=2e-4",
+            "batch_size=4",
+            "data_root=/data/x",
+            "remat=False",
+            "resolutions=[(64, 48)]",
+            "max_steps=None",
+            "warmup_epochs=1",
+        ],
+    )
+    assert (cfg.lr, cfg.batch_size, cfg.data_root, cfg.remat, cfg.resolutions, cfg.max_steps, cfg.warmup_epochs) == (
+        2e-4,
+        4,
+        "/data/x",
+        False,
+        ((64, 48),),
+        None,
+        1.0,
+    )
     with pytest.raises(ConfigError, match="unknown key 'lrr'"):
         apply_overrides(TrainConfig(), ["lrr=1"])
     with pytest.raises(ConfigError, match="batch_size=four: expected int"):

@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("viser")
 
-from human3r_jax import viewer as V  # noqa: E402
-from human3r_jax.viewer import SceneViewer, ViewerError, check_listen_address  # noqa: E402
+from human3r_jax import viewer as V
+from human3r_jax.viewer import SceneViewer, ViewerError, check_listen_address
 
 H, W, F = 6, 8, 3
 
@@ -29,13 +29,23 @@ def write_folder(out: Path) -> Path:
     c2w = np.tile(np.eye(4, dtype=np.float32), (F, 1, 1))
     c2w[:, 2, 3] = np.arange(F)
     k = np.tile(np.array([[10, 0, W / 2], [0, 10, H / 2], [0, 0, 1]], np.float32), (F, 1, 1))
-    np.savez(out / "reconstruction.npz", c2w=c2w, intrinsics=k, image_size=np.array([H, W]),
-             frame_name=np.array([f"f{i}" for i in range(F)]))
+    np.savez(
+        out / "reconstruction.npz",
+        c2w=c2w,
+        intrinsics=k,
+        image_size=np.array([H, W]),
+        frame_name=np.array([f"f{i}" for i in range(F)]),
+    )
     np.save(out / "smplx_faces.npy", np.array([[0, 1, 2], [0, 2, 3]], np.int32))
     for i in range(F):
-        np.savez(out / "frames" / f"{i:06d}.npz", pts3d_world=rng.normal(size=(H, W, 3)).astype(np.float32),
-                 conf=np.full((H, W), 2.0, np.float32), image=rng.integers(0, 255, (H, W, 3), np.uint8),
-                 smpl_id=np.arange(i), smpl_verts_world=rng.normal(size=(i, 4, 3)).astype(np.float32))
+        np.savez(
+            out / "frames" / f"{i:06d}.npz",
+            pts3d_world=rng.normal(size=(H, W, 3)).astype(np.float32),
+            conf=np.full((H, W), 2.0, np.float32),
+            image=rng.integers(0, 255, (H, W, 3), np.uint8),
+            smpl_id=np.arange(i),
+            smpl_verts_world=rng.normal(size=(i, 4, 3)).astype(np.float32),
+        )
     return out
 
 
@@ -46,7 +56,7 @@ def folder(tmp_path):
 
 def truncate(path: Path) -> None:
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
 
 
 def bounded(fn, seconds: float = 10.0):
@@ -160,29 +170,76 @@ def test_server_that_never_starts(folder, monkeypatch):
 
 
 def _object_c2w(out):
-    np.savez(out / "reconstruction.npz", c2w=np.array([None], object), intrinsics=np.zeros((1, 3, 3)),
-             image_size=np.array([H, W]))
+    np.savez(
+        out / "reconstruction.npz",
+        c2w=np.array([None], object),
+        intrinsics=np.zeros((1, 3, 3)),
+        image_size=np.array([H, W]),
+    )
 
 
-@pytest.mark.parametrize("spoil, file, words", [
-    (lambda out: truncate(out / "reconstruction.npz"), "reconstruction.npz", ["not an .npz archive"]),
-    (lambda out: (out / "reconstruction.npz").write_text("c2w = 1\n"), "reconstruction.npz", ["not an .npz archive"]),
-    (_object_c2w, "reconstruction.npz", ["'c2w'", "Python objects"]),
-    (lambda out: np.savez(out / "reconstruction.npz", c2w=np.zeros((F, 3, 4)), intrinsics=np.zeros((F, 3, 3)),
-                          image_size=np.array([H, W])), "reconstruction.npz", ["'c2w'", "[3, 3, 4]", "[*, 4, 4]"]),
-    (lambda out: np.savez(out / "reconstruction.npz", c2w=np.zeros((F, 4, 4)), image_size=np.array([H, W])),
-     "reconstruction.npz", ["missing entry 'intrinsics'"]),
-    (lambda out: np.savez(out / "reconstruction.npz", c2w=np.zeros((F, 4, 4)), intrinsics=np.zeros((F, 3, 3)),
-                          image_size=np.array(["6", "8"])), "reconstruction.npz", ["'image_size'", "<U1"]),
-    (lambda out: (out / "frames" / "000001.npz").unlink(), "frames", ["missing 000001.npz of the 3 frames"]),
-    (lambda out: truncate(out / "frames" / "000002.npz"), "frames/000002.npz", ["not an .npz archive"]),
-    (lambda out: np.savez(out / "frames" / "000002.npz", pts3d_world=np.zeros((H, W, 3)), conf=np.zeros((H, W)),
-                          image=np.array([None], object)), "frames/000002.npz", ["'image'", "Python objects"]),
-    (lambda out: np.savez(out / "frames" / "000002.npz", pts3d_world=np.zeros((H, W, 3)), conf=np.zeros((H, W)),
-                          image=np.zeros((H, W, 3)), smpl_id=np.arange(2), smpl_verts_world=np.zeros((3, 4, 3))),
-     "frames/000002.npz", ["'smpl_verts_world'", "[3, 4, 3]", "[2, *, 3]"]),
-    (lambda out: (out / "smplx_faces.npy").write_text("0 1 2\n"), "smplx_faces.npy", ["not a readable .npy"]),
-])
+@pytest.mark.parametrize(
+    "spoil, file, words",
+    [
+        (lambda out: truncate(out / "reconstruction.npz"), "reconstruction.npz", ["not an .npz archive"]),
+        (
+            lambda out: (out / "reconstruction.npz").write_text("c2w = 1\n"),
+            "reconstruction.npz",
+            ["not an .npz archive"],
+        ),
+        (_object_c2w, "reconstruction.npz", ["'c2w'", "Python objects"]),
+        (
+            lambda out: np.savez(
+                out / "reconstruction.npz",
+                c2w=np.zeros((F, 3, 4)),
+                intrinsics=np.zeros((F, 3, 3)),
+                image_size=np.array([H, W]),
+            ),
+            "reconstruction.npz",
+            ["'c2w'", "[3, 3, 4]", "[*, 4, 4]"],
+        ),
+        (
+            lambda out: np.savez(out / "reconstruction.npz", c2w=np.zeros((F, 4, 4)), image_size=np.array([H, W])),
+            "reconstruction.npz",
+            ["missing entry 'intrinsics'"],
+        ),
+        (
+            lambda out: np.savez(
+                out / "reconstruction.npz",
+                c2w=np.zeros((F, 4, 4)),
+                intrinsics=np.zeros((F, 3, 3)),
+                image_size=np.array(["6", "8"]),
+            ),
+            "reconstruction.npz",
+            ["'image_size'", "<U1"],
+        ),
+        (lambda out: (out / "frames" / "000001.npz").unlink(), "frames", ["missing 000001.npz of the 3 frames"]),
+        (lambda out: truncate(out / "frames" / "000002.npz"), "frames/000002.npz", ["not an .npz archive"]),
+        (
+            lambda out: np.savez(
+                out / "frames" / "000002.npz",
+                pts3d_world=np.zeros((H, W, 3)),
+                conf=np.zeros((H, W)),
+                image=np.array([None], object),
+            ),
+            "frames/000002.npz",
+            ["'image'", "Python objects"],
+        ),
+        (
+            lambda out: np.savez(
+                out / "frames" / "000002.npz",
+                pts3d_world=np.zeros((H, W, 3)),
+                conf=np.zeros((H, W)),
+                image=np.zeros((H, W, 3)),
+                smpl_id=np.arange(2),
+                smpl_verts_world=np.zeros((3, 4, 3)),
+            ),
+            "frames/000002.npz",
+            ["'smpl_verts_world'", "[3, 4, 3]", "[2, *, 3]"],
+        ),
+        (lambda out: (out / "smplx_faces.npy").write_text("0 1 2\n"), "smplx_faces.npy", ["not a readable .npy"]),
+    ],
+)
 def test_bad_files(folder, spoil, file, words):
     spoil(folder)
     e = bounded(lambda: SceneViewer(folder, port=0))  # refused before any server starts
@@ -212,8 +269,9 @@ def test_bad_frame_from_the_slider_keeps_serving(folder, caplog):
         truncate(bad)
         with caplog.at_level(logging.ERROR, logger="human3r_jax.viewer"):
             viewer.frame.value = 1  # the slider callback: no exception escapes into viser's thread
-        assert [r.getMessage() for r in caplog.records] == [f"{bad}: not an .npz archive (empty, truncated, "
-                                                            "or another kind of file)"]
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{bad}: not an .npz archive (empty, truncated, or another kind of file)"
+        ]
         assert viewer.status.visible and str(bad) in viewer.status.content
         assert (cameras(viewer), people(viewer)) == (3, 2)  # the last good frame stays on screen
         urllib.request.urlopen(f"http://127.0.0.1:{viewer.port}/", timeout=10).read()

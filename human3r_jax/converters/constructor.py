@@ -48,8 +48,9 @@ def parse_constructor(text: str) -> dict[str, Any]:
     if len(outer.args) != 1 or outer.keywords:
         raise ConstructorError("expected ARCroco3DStereo(ARCroco3DStereoConfig(...)) with one argument")
     inner = outer.args[0]
-    if not (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name)
-            and inner.func.id == "ARCroco3DStereoConfig"):
+    if not (
+        isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id == "ARCroco3DStereoConfig"
+    ):
         raise ConstructorError("expected ARCroco3DStereoConfig(...) inside ARCroco3DStereo(...)")
     if inner.args:
         raise ConstructorError("ARCroco3DStereoConfig takes keyword arguments only")

@@ -1,7 +1,7 @@
 """Convert an official CUT3R / Human3R checkpoint to our parameter tree (and save it).
 
-    cfg, params = convert_file("cut3r_512_dpt_4_64.pth")            # torch-free
-    cfg, params = convert_state_dict(torch_state_dict, constructor)   # already loaded with torch
+cfg, params = convert_file("cut3r_512_dpt_4_64.pth")            # torch-free
+cfg, params = convert_state_dict(torch_state_dict, constructor)   # already loaded with torch
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -49,8 +50,11 @@ READ_SLACK = 64 << 20
 MODEL_SLACK = 1 << 24
 # Block stacks whose depth the constructor gives. Building the abstract model costs ~50 ms and ~130 kB per
 # block: a crafted depth (enc_depth=10**6) is refused before the build unless the state dict holds the blocks.
-BLOCK_STACKS = {"enc_depth": ("enc_blocks",), "dec_depth": ("dec_blocks", "dec_blocks_state"),
-                "ray_enc_depth": ("enc_blocks_ray_map",)}
+BLOCK_STACKS = {
+    "enc_depth": ("enc_blocks",),
+    "dec_depth": ("dec_blocks", "dec_blocks_state"),
+    "ray_enc_depth": ("enc_blocks_ray_map",),
+}
 
 
 def _state_dict(state: Mapping, source: str) -> dict:
@@ -59,7 +63,7 @@ def _state_dict(state: Mapping, source: str) -> dict:
     if bad:
         raise ConversionError(f"{source}: the state dict has keys that are not strings: {brief(bad)}")
     if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)
 
 
@@ -116,23 +120,25 @@ def _check_depths(cfg, shapes: Mapping[str, tuple], source: str) -> None:
     for field, stacks in BLOCK_STACKS.items():
         depth = getattr(cut3r, field)
         for stack in stacks:
-            held = {k[len(stack) + 1:].split(".", 1)[0] for k in shapes if k.startswith(stack + ".")}
+            held = {k[len(stack) + 1 :].split(".", 1)[0] for k in shapes if k.startswith(stack + ".")}
             if depth > len(held):
-                raise ConversionError(f"{source}: the constructor says {field}={depth}, but the state dict holds "
-                                      f"{len(held)} {stack}")
+                raise ConversionError(
+                    f"{source}: the constructor says {field}={depth}, but the state dict holds {len(held)} {stack}"
+                )
 
 
 def _check_model_size(target: Mapping[str, tuple], shapes: Mapping[str, tuple], source: str) -> None:
     need = sum(math.prod(s) for s in target.values())
     held = sum(math.prod(s) for s in shapes.values())
     if need > 2 * held + MODEL_SLACK:
-        raise ConversionError(f"{source}: the constructor describes a model of {need:,} values; the checkpoint "
-                              f"holds {held:,}")
+        raise ConversionError(
+            f"{source}: the constructor describes a model of {need:,} values; the checkpoint holds {held:,}"
+        )
 
 
 def _check_pos_embed(shapes: Mapping[str, tuple], cfg, source: str) -> None:
     if isinstance(cfg, Human3rConfig) and POS_EMBED in shapes:
-        shape, rows = shapes[POS_EMBED], 1 + cfg.dino.pretrain_grid ** 2
+        shape, rows = shapes[POS_EMBED], 1 + cfg.dino.pretrain_grid**2
         if len(shape) != 3 or shape[0] != 1 or shape[1] != rows:
             raise ConversionError(f"{source}: {POS_EMBED} has shape {shape}, expected (1, {rows}, D)")
 
@@ -144,6 +150,7 @@ def _read_budget(target: Mapping[str, tuple]) -> ReadBudget:
 def _read(state: dict, plan: Plan, cfg, source: str, budget: ReadBudget) -> dict[str, np.ndarray]:
     """Read and move the planned entries within `budget`, their storages checked against it before any is read;
     the DINOv2 position table is resized to the model's grid first."""
+
     def same_view(a: str, b: str) -> bool:
         return all(isinstance(state[k], TensorRef) for k in (a, b)) and state[a].view_key == state[b].view_key
 
@@ -158,8 +165,9 @@ def _read(state: dict, plan: Plan, cfg, source: str, budget: ReadBudget) -> dict
     return apply_plan(plan, lambda k: _to_numpy(state[k], budget), source, same_view)
 
 
-def convert_state_dict(state: Mapping[str, Any], constructor: str, source: str = "state_dict",
-                       dino: DinoConfig | None = None):
+def convert_state_dict(
+    state: Mapping[str, Any], constructor: str, source: str = "state_dict", dino: DinoConfig | None = None
+):
     """(official state_dict, constructor string) → (config, nested params dict).
 
     `state` holds the `TensorRef`s of `read_official` (read here, only the mapped ones, within a budget
@@ -168,8 +176,10 @@ def convert_state_dict(state: Mapping[str, Any], constructor: str, source: str =
     no tensor shape).
     """
     if isinstance(constructor, str) and len(constructor) > MAX_CONSTRUCTOR_CHARS:
-        raise ConversionError(f"{source}: the model constructor string has {len(constructor):,} characters "
-                              f"(at most {MAX_CONSTRUCTOR_CHARS:,})")
+        raise ConversionError(
+            f"{source}: the model constructor string has {len(constructor):,} characters "
+            f"(at most {MAX_CONSTRUCTOR_CHARS:,})"
+        )
     try:
         kwargs = parse_constructor(constructor)
     except (ValueError, RecursionError, MemoryError) as e:  # ConstructorError, or `ast` on a crafted string
@@ -223,7 +233,7 @@ def convert_file(path: str | Path, dino: DinoConfig | None = None):
 
 
 # Multi-HMR (`multiHMR_896_L.pt`, state under 'model_state_dict') initialises Human3R training: its
-# backbone and detection MLPs are kept (spec §2.1); the rest of Multi-HMR is not part of Human3R.
+# backbone and detection MLPs are kept; the rest of Multi-HMR is not part of Human3R.
 MULTIHMR_KEPT = (r"^backbone\.", r"^mlp_classif\.", r"^mlp_offset\.")
 
 
@@ -251,11 +261,18 @@ def convert_multihmr_file(path: str | Path, cfg: Human3rConfig) -> dict:
     return ckpt.unflatten(_read(kept, plan, cfg, source, _read_budget(target)))
 
 
-def convert_and_save(path: str | Path, out_dir: str | Path, overwrite: bool = False,
-                     dino: DinoConfig | None = None) -> Path:
+def convert_and_save(
+    path: str | Path, out_dir: str | Path, overwrite: bool = False, dino: DinoConfig | None = None
+) -> Path:
     """Convert `path` into `out_dir`; the output is checked before the (long) conversion, and
     `overwrite` replaces only an earlier converted checkpoint, never the folder holding `path`."""
     outputs.check_output(Path(out_dir), "checkpoint", overwrite, [path])
     cfg, params, constructor = convert_file(path, dino)
-    return ckpt.save(out_dir, cfg, params, source={"file": str(Path(path).name), "constructor": constructor},
-                     overwrite=overwrite, inputs=(path,))
+    return ckpt.save(
+        out_dir,
+        cfg,
+        params,
+        source={"file": str(Path(path).name), "constructor": constructor},
+        overwrite=overwrite,
+        inputs=(path,),
+    )

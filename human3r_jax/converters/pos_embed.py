@@ -8,7 +8,7 @@ already resized for the model's `img_res`, computed here in numpy with PyTorch's
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def _cubic_weights(t: np.ndarray) -> np.ndarray:
     return np.stack([far(t + f32(1)), near(t), near(s), far(s + f32(1))], axis=-1).astype(np.float32)
 
 
-def _axis_taps(in_size: int, out_size: int, scale_factor: Optional[float]):
+def _axis_taps(in_size: int, out_size: int, scale_factor: float | None):
     """Source indices [out, 4] (border-clamped) and weights [out, 4] along one axis.
 
     With a scale factor s, PyTorch maps output i to the source coordinate (1/s)·(i + 0.5) − 0.5 with
@@ -49,10 +49,7 @@ def _axis_taps(in_size: int, out_size: int, scale_factor: Optional[float]):
     in/out (float32 division). Coordinates and weights are float32 as in PyTorch's CPU kernel.
     """
     f32 = np.float32
-    if scale_factor is not None and scale_factor > 0:
-        step = f32(1.0 / scale_factor)
-    else:
-        step = f32(in_size) / f32(out_size)
+    step = f32(1.0 / scale_factor) if scale_factor is not None and scale_factor > 0 else f32(in_size) / f32(out_size)
     dst = np.arange(out_size, dtype=f32) + f32(0.5)
     src = _fma(step, dst, f32(-0.5))
     idx = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
@@ -68,8 +65,9 @@ def _combine4(vals, weights) -> np.ndarray:
     return _fma(vals[3], weights[3], _fma(vals[2], weights[2], acc))
 
 
-def bicubic_resize(img: np.ndarray, out_hw: tuple[int, int],
-                   scale_factor: Optional[tuple[float, float]] = None) -> np.ndarray:
+def bicubic_resize(
+    img: np.ndarray, out_hw: tuple[int, int], scale_factor: tuple[float, float] | None = None
+) -> np.ndarray:
     """[H, W, C] float32 → [out_h, out_w, C] with PyTorch's bicubic (align_corners=False, no antialias).
 
     Not separable in evaluation order: each output is Σ_j wy_j · (Σ_k wx_k · x[y_j, x_k]) (rows outer),
@@ -88,8 +86,9 @@ def bicubic_resize(img: np.ndarray, out_hw: tuple[int, int],
     return _combine4(rows, [wy[:, j, None, None] for j in range(4)]).astype(np.float32)
 
 
-def resize_pos_embed(pos_embed: np.ndarray, grid: Union[int, Sequence[int]],
-                     interpolate_offset: Optional[float] = 0.1) -> np.ndarray:
+def resize_pos_embed(
+    pos_embed: np.ndarray, grid: int | Sequence[int], interpolate_offset: float | None = 0.1
+) -> np.ndarray:
     """DINOv2's `interpolate_pos_encoding`: [1, 1 + M², D] → [1, 1 + gh·gw, D] (CLS row kept first).
 
     The M×M patch table is resized bicubically with `scale_factor = ((gh + offset)/M, (gw + offset)/M)`

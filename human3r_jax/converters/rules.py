@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -31,16 +32,42 @@ class ConversionError(Human3rError):
 
 # Defaults of the official ARCroco3DStereoConfig and CrocoConfig for the arguments we read.
 OFFICIAL_DEFAULTS = {
-    "output_mode": "pts3d", "head_type": "linear", "depth_mode": ("exp", -math.inf, math.inf),
-    "conf_mode": ("exp", 1, math.inf), "pose_mode": ("exp", -math.inf, math.inf), "ray_enc_depth": 2,
-    "state_size": 324, "local_mem_size": 256, "state_pe": "2d", "state_dec_num_heads": 16,
-    "depth_head": False, "rgb_head": False, "pose_conf_head": False, "pose_head": False,
-    "patch_size": 16, "enc_embed_dim": 768, "enc_depth": 12, "enc_num_heads": 12, "dec_embed_dim": 512,
-    "dec_depth": 8, "dec_num_heads": 16, "mlp_ratio": 4, "norm_im2_in_dec": True, "pos_embed": "cosine",
+    "output_mode": "pts3d",
+    "head_type": "linear",
+    "depth_mode": ("exp", -math.inf, math.inf),
+    "conf_mode": ("exp", 1, math.inf),
+    "pose_mode": ("exp", -math.inf, math.inf),
+    "ray_enc_depth": 2,
+    "state_size": 324,
+    "local_mem_size": 256,
+    "state_pe": "2d",
+    "state_dec_num_heads": 16,
+    "depth_head": False,
+    "rgb_head": False,
+    "pose_conf_head": False,
+    "pose_head": False,
+    "patch_size": 16,
+    "enc_embed_dim": 768,
+    "enc_depth": 12,
+    "enc_num_heads": 12,
+    "dec_embed_dim": 512,
+    "dec_depth": 8,
+    "dec_num_heads": 16,
+    "mlp_ratio": 4,
+    "norm_im2_in_dec": True,
+    "pos_embed": "cosine",
 }
 # Arguments that do not change inference (training flags, asserts-only sizes, unused options).
-IGNORED_ARGS = {"freeze", "landscape_only", "patch_embed_cls", "img_size", "mask_ratio", "use_prompt",
-                "is_shallow", "prompt_size"}
+IGNORED_ARGS = {
+    "freeze",
+    "landscape_only",
+    "patch_embed_cls",
+    "img_size",
+    "mask_ratio",
+    "use_prompt",
+    "is_shallow",
+    "prompt_size",
+}
 HUMAN3R_ARGS = {"msk_head", "backbone", "mhmr_img_res"}
 
 
@@ -55,8 +82,10 @@ def cut3r_config_from_args(kwargs: Mapping[str, Any], shapes: Mapping[str, tuple
         if not cond:
             raise ConversionError(msg)
 
-    require(a["output_mode"] in ("pts3d+pose", "pts3d+pose+smpl"),
-            f"output_mode={a['output_mode']!r} is not supported (CUT3R 'pts3d+pose' or Human3R 'pts3d+pose+smpl')")
+    require(
+        a["output_mode"] in ("pts3d+pose", "pts3d+pose+smpl"),
+        f"output_mode={a['output_mode']!r} is not supported (CUT3R 'pts3d+pose' or Human3R 'pts3d+pose+smpl')",
+    )
     require(a["pose_head"], "pose_head=False is not supported: the released models have a pose head")
     require(not a["depth_head"] and not a["pose_conf_head"], "depth_head / pose_conf_head are not supported")
     require(str(a["pos_embed"]).startswith("RoPE"), f"pos_embed={a['pos_embed']!r}: only RoPE models are supported")
@@ -67,17 +96,29 @@ def cut3r_config_from_args(kwargs: Mapping[str, Any], shapes: Mapping[str, tuple
     for k in ("depth_mode", "pose_mode"):
         require(tuple(a[k]) == unbounded, f"{k}={a[k]!r}: only ('exp', -inf, inf) is supported")
     conf = tuple(a["conf_mode"])
-    require(len(conf) == 3 and conf[0] == "exp" and conf[2] == math.inf,
-            f"conf_mode={a['conf_mode']!r}: only ('exp', vmin, inf) is supported")
-    fields = dict(
-        patch_size=a["patch_size"], enc_embed_dim=a["enc_embed_dim"], enc_depth=a["enc_depth"],
-        enc_num_heads=a["enc_num_heads"], dec_embed_dim=a["dec_embed_dim"], dec_depth=a["dec_depth"],
-        dec_num_heads=a["dec_num_heads"], state_dec_num_heads=a["state_dec_num_heads"],
-        mlp_ratio=float(a["mlp_ratio"]), state_size=a["state_size"], state_pe=a["state_pe"],
-        local_mem_size=a["local_mem_size"], ray_enc_depth=a["ray_enc_depth"],
-        rope_base=float(str(a["pos_embed"])[len("RoPE"):]), head_type=a["head_type"], rgb_head=bool(a["rgb_head"]),
-        conf_vmin=float(conf[1]),
+    require(
+        len(conf) == 3 and conf[0] == "exp" and conf[2] == math.inf,
+        f"conf_mode={a['conf_mode']!r}: only ('exp', vmin, inf) is supported",
     )
+    fields = {
+        "patch_size": a["patch_size"],
+        "enc_embed_dim": a["enc_embed_dim"],
+        "enc_depth": a["enc_depth"],
+        "enc_num_heads": a["enc_num_heads"],
+        "dec_embed_dim": a["dec_embed_dim"],
+        "dec_depth": a["dec_depth"],
+        "dec_num_heads": a["dec_num_heads"],
+        "state_dec_num_heads": a["state_dec_num_heads"],
+        "mlp_ratio": float(a["mlp_ratio"]),
+        "state_size": a["state_size"],
+        "state_pe": a["state_pe"],
+        "local_mem_size": a["local_mem_size"],
+        "ray_enc_depth": a["ray_enc_depth"],
+        "rope_base": float(str(a["pos_embed"])[len("RoPE") :]),
+        "head_type": a["head_type"],
+        "rgb_head": bool(a["rgb_head"]),
+        "conf_vmin": float(conf[1]),
+    }
     if a["head_type"] == "dpt":
         p = "downstream_head.dpt_self."
         try:
@@ -92,27 +133,32 @@ def cut3r_config_from_args(kwargs: Mapping[str, Any], shapes: Mapping[str, tuple
         raise ConversionError(str(e)) from None
 
 
-def human3r_config_from_args(kwargs: Mapping[str, Any], shapes: Mapping[str, tuple],
-                             dino: DinoConfig | None = None) -> Human3rConfig:
+def human3r_config_from_args(
+    kwargs: Mapping[str, Any], shapes: Mapping[str, tuple], dino: DinoConfig | None = None
+) -> Human3rConfig:
     """Human3R config: the CUT3R part as above, the DINOv2 from `backbone` (a hub name; `dino`
     overrides it for non-standard backbones), `mhmr_img_res` and `msk_head`."""
     cut3r = cut3r_config_from_args(kwargs, shapes)
     name = kwargs.get("backbone", "dinov2_vitl14")
     if dino is None:
         if name not in DINO_PRESETS:
-            raise ConversionError(f"backbone {name!r} is not a known DINOv2 ({sorted(DINO_PRESETS)}); "
-                                  "give its widths (embed_dim, depth, num_heads) as an override")
+            raise ConversionError(
+                f"backbone {name!r} is not a known DINOv2 ({sorted(DINO_PRESETS)}); "
+                "give its widths (embed_dim, depth, num_heads) as an override"
+            )
         dino = DINO_PRESETS[name]
     if "mhmr_img_res" not in kwargs or kwargs["mhmr_img_res"] is None:
         raise ConversionError("a Human3R constructor needs mhmr_img_res (the human-prior input side)")
     try:
-        return Human3rConfig(cut3r=cut3r, dino=dino, img_res=int(kwargs["mhmr_img_res"]),
-                             msk_head=bool(kwargs.get("msk_head", False)))
+        return Human3rConfig(
+            cut3r=cut3r, dino=dino, img_res=int(kwargs["mhmr_img_res"]), msk_head=bool(kwargs.get("msk_head", False))
+        )
     except ValueError as e:
         raise ConversionError(str(e)) from None
 
 
 # ---------------------------------------------------------------- key rules
+
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
@@ -143,18 +189,23 @@ CUT3R_RULES: list[Rule] = [
     Rule(r"^downstream_head\.final_transform\.(\d+)\.(norm\d)\.mlp\.1\.", r"head.final_transform.\1.\2.linear."),
     Rule(r"^downstream_head\.final_transform\.", r"head.final_transform."),
     # DPT heads
-    Rule(r"^downstream_head\.(dpt_\w+)\.act_postprocess\.([01])\.1\.weight$",
-         r"head.\1.reassemble.\2.resample.kernel", "convT"),
+    Rule(
+        r"^downstream_head\.(dpt_\w+)\.act_postprocess\.([01])\.1\.weight$",
+        r"head.\1.reassemble.\2.resample.kernel",
+        "convT",
+    ),
     Rule(r"^downstream_head\.(dpt_\w+)\.act_postprocess\.(\d)\.0\.", r"head.\1.reassemble.\2.conv."),
     Rule(r"^downstream_head\.(dpt_\w+)\.act_postprocess\.(\d)\.1\.", r"head.\1.reassemble.\2.resample."),
-    Rule(r"^downstream_head\.(dpt_\w+)\.scratch\.layer(\d)_rn\.",
-         lambda m: f"head.{m[1]}.layer_rn.{int(m[2]) - 1}."),
-    Rule(r"^downstream_head\.(dpt_\w+)\.scratch\.refinenet(\d)\.resConfUnit(\d)\.",
-         lambda m: f"head.{m[1]}.refinenet.{int(m[2]) - 1}.rcu{m[3]}."),
-    Rule(r"^downstream_head\.(dpt_\w+)\.scratch\.refinenet(\d)\.out_conv\.",
-         lambda m: f"head.{m[1]}.refinenet.{int(m[2]) - 1}.out_conv."),
-    Rule(r"^downstream_head\.(dpt_\w+)\.head\.([024])\.",
-         lambda m: f"head.{m[1]}.head_conv{int(m[2]) // 2 + 1}."),
+    Rule(r"^downstream_head\.(dpt_\w+)\.scratch\.layer(\d)_rn\.", lambda m: f"head.{m[1]}.layer_rn.{int(m[2]) - 1}."),
+    Rule(
+        r"^downstream_head\.(dpt_\w+)\.scratch\.refinenet(\d)\.resConfUnit(\d)\.",
+        lambda m: f"head.{m[1]}.refinenet.{int(m[2]) - 1}.rcu{m[3]}.",
+    ),
+    Rule(
+        r"^downstream_head\.(dpt_\w+)\.scratch\.refinenet(\d)\.out_conv\.",
+        lambda m: f"head.{m[1]}.refinenet.{int(m[2]) - 1}.out_conv.",
+    ),
+    Rule(r"^downstream_head\.(dpt_\w+)\.head\.([024])\.", lambda m: f"head.{m[1]}.head_conv{int(m[2]) // 2 + 1}."),
     # linear head
     Rule(r"^downstream_head\.(proj|rgb_proj|cross_proj)\.", r"head.\1."),
 ]
@@ -167,10 +218,14 @@ HUMAN3R_RULES: list[Rule] = CUT3R_RULES + [
     Rule(r"^(masked_smpl_token|mhmr_masked_smpl_token|mhmr_masked_img_token)$", r"\1", "copy"),
     Rule(r"^downstream_head\.(mlp_classif|mlp_offset)\.0\.", r"human.\1.fc1."),
     Rule(r"^downstream_head\.(mlp_classif|mlp_offset)\.2\.", r"human.\1.fc2."),
-    Rule(r"^downstream_head\.(mlp_msk|mlp_fuse|decpose|decshape|decexpression|deccam)\.mlp\.layers\.0\.",
-         r"human.\1.fc1."),
-    Rule(r"^downstream_head\.(mlp_msk|mlp_fuse|decpose|decshape|decexpression|deccam)\.mlp\.layers\.2\.",
-         r"human.\1.fc2."),
+    Rule(
+        r"^downstream_head\.(mlp_msk|mlp_fuse|decpose|decshape|decexpression|deccam)\.mlp\.layers\.0\.",
+        r"human.\1.fc1.",
+    ),
+    Rule(
+        r"^downstream_head\.(mlp_msk|mlp_fuse|decpose|decshape|decexpression|deccam)\.mlp\.layers\.2\.",
+        r"human.\1.fc2.",
+    ),
     Rule(r"^downstream_head\.(init_\w+)$", r"human.\1", "copy"),
 ]
 
@@ -224,8 +279,9 @@ class Plan:
     aliases: list[tuple[str, str]]
 
 
-def plan_mapping(shapes: Mapping[str, tuple], target: Mapping[str, tuple], rules: list[Rule],
-                 source: str = "checkpoint") -> Plan:
+def plan_mapping(
+    shapes: Mapping[str, tuple], target: Mapping[str, tuple], rules: list[Rule], source: str = "checkpoint"
+) -> Plan:
     """Check official keys/shapes against our tree; raise ConversionError listing every problem."""
     moves: dict[str, tuple[str, str]] = {}
     aliases = []
@@ -245,7 +301,7 @@ def plan_mapping(shapes: Mapping[str, tuple], target: Mapping[str, tuple], rules
             else:
                 aliases.append((key, src))
             continue
-        path = (rule.target(m) if callable(rule.target) else m.expand(rule.target)) + key[m.end():]
+        path = (rule.target(m) if callable(rule.target) else m.expand(rule.target)) + key[m.end() :]
         path = _leaf(path, target)
         if path not in target:
             unknown.append(f"{key} -> {path}")
@@ -260,8 +316,17 @@ def plan_mapping(shapes: Mapping[str, tuple], target: Mapping[str, tuple], rules
             continue
         moves[path] = (key, kind)
     missing = sorted(set(target) - set(moves))
-    _raise_if(source, [("mis-shaped", misshaped), ("no rule for", unmatched), ("no such parameter", unknown),
-                       ("mapped twice", duplicate), ("broken alias", bad_alias), ("missing", missing)])
+    _raise_if(
+        source,
+        [
+            ("mis-shaped", misshaped),
+            ("no rule for", unmatched),
+            ("no such parameter", unknown),
+            ("mapped twice", duplicate),
+            ("broken alias", bad_alias),
+            ("missing", missing),
+        ],
+    )
     return Plan(moves, aliases)
 
 
@@ -275,12 +340,21 @@ def _raise_if(source: str, groups) -> None:
         raise ConversionError(f"{source}: the state_dict does not fit the model:\n" + "\n".join(problems))
 
 
-def apply_plan(plan: Plan, read: Callable[[str], np.ndarray], source: str = "checkpoint",
-               same_view: Callable[[str, str], bool] | None = None) -> dict[str, np.ndarray]:
+def apply_plan(
+    plan: Plan,
+    read: Callable[[str], np.ndarray],
+    source: str = "checkpoint",
+    same_view: Callable[[str, str], bool] | None = None,
+) -> dict[str, np.ndarray]:
     """Read (`read(key)`) and transform the planned entries → {our path: float32 array}. Only planned entries
     are read. An alias must be the same view of its source's storage (`same_view`) or hold identical values."""
-    bad = [f"{a} differs from {src}" for a, src in plan.aliases
-           if not (same_view and same_view(a, src)) and not np.array_equal(read(a), read(src))]
+    bad = [
+        f"{a} differs from {src}"
+        for a, src in plan.aliases
+        if not (same_view and same_view(a, src)) and not np.array_equal(read(a), read(src))
+    ]
     _raise_if(source, [("broken alias", bad)])
-    return {path: np.array(transform(kind, read(key)), dtype=np.float32, order="C")
-            for path, (key, kind) in plan.moves.items()}
+    return {
+        path: np.array(transform(kind, read(key)), dtype=np.float32, order="C")
+        for path, (key, kind) in plan.moves.items()
+    }

@@ -29,8 +29,9 @@ import reprlib
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,9 +48,16 @@ class CheckpointError(Human3rError):
 
 
 STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": _bf16, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": _bf16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 # Bounds on what a file may make the reader allocate before any of it is checked against a model.
@@ -66,8 +74,22 @@ MAX_DIMS = 32
 READ_CHUNK = 4 << 20  # storages are decompressed into their array in chunks of this many bytes
 
 # What a malformed file can raise from zipfile, zlib/lzma, the unpickler or the constructors it calls.
-_CORRUPT = (zipfile.BadZipFile, OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
-            LookupError, ArithmeticError, RuntimeError, MemoryError, struct.error, zlib.error, lzma.LZMAError)
+_CORRUPT = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    pickle.UnpicklingError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    LookupError,
+    ArithmeticError,
+    RuntimeError,
+    MemoryError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 _REPR = reprlib.Repr()
 _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 10
@@ -141,10 +163,19 @@ class _SafeDefaultDict(collections.defaultdict):
 
 
 _CONTAINERS = {
-    "collections.OrderedDict": collections.OrderedDict, "collections.defaultdict": _SafeDefaultDict,
-    "builtins.dict": dict, "__builtin__.dict": dict, "builtins.list": list, "__builtin__.list": list,
-    "builtins.set": set, "__builtin__.set": set, "builtins.int": int, "__builtin__.int": int,
-    "__builtin__.long": int, "builtins.float": float, "__builtin__.float": float,
+    "collections.OrderedDict": collections.OrderedDict,
+    "collections.defaultdict": _SafeDefaultDict,
+    "builtins.dict": dict,
+    "__builtin__.dict": dict,
+    "builtins.list": list,
+    "__builtin__.list": list,
+    "builtins.set": set,
+    "__builtin__.set": set,
+    "builtins.int": int,
+    "__builtin__.int": int,
+    "__builtin__.long": int,
+    "builtins.float": float,
+    "__builtin__.float": float,
 }
 
 
@@ -167,8 +198,10 @@ class ReadBudget:
 
     def charge(self, nbytes: int, what: str) -> None:
         if self.used + nbytes > self.limit:
-            raise CheckpointError(f"{what} holds {nbytes:,} bytes: more than the model needs (read budget "
-                                  f"{self.limit:,} bytes, {self.used:,} read)")
+            raise CheckpointError(
+                f"{what} holds {nbytes:,} bytes: more than the model needs (read budget "
+                f"{self.limit:,} bytes, {self.used:,} read)"
+            )
         self.used += nbytes
 
     def check(self, tensors: Iterable[TensorRef]) -> None:
@@ -180,7 +213,8 @@ class ReadBudget:
             raise CheckpointError(
                 f"{big.reader.path}: storage {big.reader.member(big.storage.key)!r} holds {big.storage_nbytes:,} "
                 f"bytes; the storages to read hold {total:,}: more than the model needs (read budget "
-                f"{self.limit:,} bytes, {self.used:,} read)")
+                f"{self.limit:,} bytes, {self.used:,} read)"
+            )
 
 
 class StorageReader:
@@ -202,8 +236,10 @@ class StorageReader:
         if member not in self._sizes:
             raise CheckpointError(f"{self.path}: storage {member!r} is missing (truncated file?)")
         if self._sizes[member] != numel * itemsize:
-            raise CheckpointError(f"{self.path}: storage {member!r} has {self._sizes[member]:,} bytes, but the "
-                                  f"pickle declares {numel:,} × {itemsize}")
+            raise CheckpointError(
+                f"{self.path}: storage {member!r} has {self._sizes[member]:,} bytes, but the "
+                f"pickle declares {numel:,} × {itemsize}"
+            )
         storage = self._declared.setdefault(key, _Storage(dtype, key, numel))
         if storage.dtype is not dtype or storage.numel != numel:
             raise CheckpointError(f"{self.path}: storage {member!r} is declared twice, with different types")
@@ -236,11 +272,12 @@ class StorageReader:
                 chunk = f.read(min(READ_CHUNK, nbytes - done))
                 if not chunk:
                     break
-                raw[done:done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                raw[done : done + len(chunk)] = np.frombuffer(chunk, np.uint8)
                 done += len(chunk)
             if done != nbytes or f.read(1):  # the last read checked the CRC
-                raise CheckpointError(f"{self.path}: storage {member!r} does not hold the {nbytes:,} bytes "
-                                      "its directory entry declares")
+                raise CheckpointError(
+                    f"{self.path}: storage {member!r} does not hold the {nbytes:,} bytes its directory entry declares"
+                )
         raw.flags.writeable = False
         return raw
 
@@ -249,18 +286,21 @@ def _view(storage: _Storage, offset: Any, size: Any, stride: Any, path: str) -> 
     """The checked (offset, shape, strides) of a tensor in `storage`: within it, and with no more elements than
     it holds (a stride-0 view of a small storage as a huge tensor is a memory bomb once copied)."""
     where = f"{path}: tensor in storage {storage.key!r}"
-    if not (isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))
-            and len(size) == len(stride) <= MAX_DIMS):
+    if not (
+        isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list)) and len(size) == len(stride) <= MAX_DIMS
+    ):
         raise CheckpointError(f"{where}: size and stride must be sequences of one length ≤ {MAX_DIMS}")
     values = (offset, *size, *stride)
-    if not all(type(v) is int and 0 <= v < 2 ** 63 for v in values):
+    if not all(type(v) is int and 0 <= v < 2**63 for v in values):
         raise CheckpointError(f"{where}: offset, sizes and strides must be integers in [0, 2**63), got {brief(values)}")
     shape, stride = tuple(size), tuple(stride)
     numel = math.prod(shape)
     end = offset + sum((n - 1) * s for n, s in zip(shape, stride)) + 1 if numel else offset
     if numel > storage.numel or end > storage.numel:
-        raise CheckpointError(f"{where}: shape {shape} with strides {stride} at offset {offset} does not fit in "
-                              f"its {storage.numel:,} elements")
+        raise CheckpointError(
+            f"{where}: shape {shape} with strides {stride} at offset {offset} does not fit in "
+            f"its {storage.numel:,} elements"
+        )
     return offset, shape, stride
 
 
@@ -268,7 +308,7 @@ class TensorRef:
     """A tensor of a checkpoint, not read yet: its storage and a checked view of it (offset, shape and strides
     in elements). `read()` reads the storage (once) and returns a read-only view; `.array` reads it unbudgeted."""
 
-    __slots__ = ("reader", "storage", "offset", "shape", "stride")
+    __slots__ = ("offset", "reader", "shape", "storage", "stride")
 
     def __init__(self, reader: StorageReader, storage: _Storage, offset: Any, size: Any, stride: Any):
         self.reader, self.storage = reader, storage
@@ -289,8 +329,9 @@ class TensorRef:
 
     def read(self, budget: ReadBudget | None = None) -> np.ndarray:
         flat = self.reader.array(self.storage, budget)
-        return np.lib.stride_tricks.as_strided(flat[self.offset:], self.shape, [s * flat.itemsize for s in self.stride],
-                                               writeable=False)
+        return np.lib.stride_tricks.as_strided(
+            flat[self.offset :], self.shape, [s * flat.itemsize for s in self.stride], writeable=False
+        )
 
     @property
     def array(self) -> np.ndarray:
@@ -304,9 +345,12 @@ _MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"}
 _MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
 _INTO = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}  # add what is above to the object below
 # Stack effect of each opcode: (objects taken below the last MARK, whether it takes the MARK too, objects pushed).
-_EFFECTS = {op: (op.stack_before.index(pickletools.markobject), True, len(op.stack_after))
-            if pickletools.markobject in op.stack_before else (len(op.stack_before), False, len(op.stack_after))
-            for op in pickletools.opcodes}
+_EFFECTS = {
+    op: (op.stack_before.index(pickletools.markobject), True, len(op.stack_after))
+    if pickletools.markobject in op.stack_before
+    else (len(op.stack_before), False, len(op.stack_after))
+    for op in pickletools.opcodes
+}
 
 
 def _check_pickle(data: bytes) -> None:
@@ -366,12 +410,14 @@ def _check_pickle(data: bytes) -> None:
 
 def _charged(fn, copies: _CopyBudget, copies_contents: bool = False):
     """`fn`, charged for its arguments (its `*args` copies them) and, for a container type, their elements."""
+
     def call(*args, **kwargs):
         n = len(args) + len(kwargs)
         if copies_contents:
             n += sum(len(a) for a in args if isinstance(a, collections.abc.Sized))
         copies.charge(n)
         return fn(*args, **kwargs)
+
     call.__wrapped__ = fn
     return call
 
@@ -426,8 +472,8 @@ def read_checkpoint(path: str | Path) -> dict:
         zf = zipfile.ZipFile(path)
     except _CORRUPT:
         raise CheckpointError(
-            f"{path}: not a PyTorch zip checkpoint (truncated, corrupted, or saved with the legacy "
-            "pre-1.6 format)") from None
+            f"{path}: not a PyTorch zip checkpoint (truncated, corrupted, or saved with the legacy pre-1.6 format)"
+        ) from None
     with zf:
         sizes = {info.filename: info.file_size for info in zf.infolist()}
         pkls = [n for n in sizes if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -435,8 +481,10 @@ def read_checkpoint(path: str | Path) -> dict:
             raise CheckpointError(f"{path}: expected one <root>/data.pkl in the zip, found {brief(pkls)}")
         root = pkls[0].split("/")[0]
         if sizes[pkls[0]] > MAX_PICKLE_BYTES:
-            raise CheckpointError(f"{path}: {pkls[0]!r} has {sizes[pkls[0]]:,} bytes, more than the "
-                                  f"{MAX_PICKLE_BYTES:,} a checkpoint's pickle may have")
+            raise CheckpointError(
+                f"{path}: {pkls[0]!r} has {sizes[pkls[0]]:,} bytes, more than the "
+                f"{MAX_PICKLE_BYTES:,} a checkpoint's pickle may have"
+            )
         byteorder = f"{root}/byteorder"
         try:
             if byteorder in sizes and (sizes[byteorder] > 16 or zf.read(byteorder).strip() != b"little"):

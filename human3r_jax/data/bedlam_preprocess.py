@@ -1,4 +1,4 @@
-"""BEDLAM preprocessing: the raw release → per-frame files the training dataset reads (spec §7.1).
+"""BEDLAM preprocessing: the raw release → per-frame files the training dataset reads.
 
 Input (`raw_root`, one folder per scene as extracted from the BEDLAM release)::
 
@@ -73,17 +73,21 @@ SENSOR_MM = (36.0, 20.25)
 # image: all kept scenes are rendered at 1280×720 (the portrait "closeup" ones are dropped).
 RENDER_WH = (1280, 720)
 
-HDRI_SCENES = frozenset({
-    "20221010_3_1000_batch01hand",
-    "20221017_3_1000_batch01hand",
-    "20221018_3-8_250_batch01hand",
-    "20221019_3_250_highbmihand",
-})
-TEST_SCENES = frozenset({
-    "20221018_1_250_batch01hand_zoom_suburb_b",
-    "20221018_3_250_batch01hand_orbit_archVizUI3_time15",
-    "20221019_3-8_250_highbmihand_orbit_stadium",
-})
+HDRI_SCENES = frozenset(
+    {
+        "20221010_3_1000_batch01hand",
+        "20221017_3_1000_batch01hand",
+        "20221018_3-8_250_batch01hand",
+        "20221019_3_250_highbmihand",
+    }
+)
+TEST_SCENES = frozenset(
+    {
+        "20221018_1_250_batch01hand_zoom_suburb_b",
+        "20221018_3_250_batch01hand_orbit_archVizUI3_time15",
+        "20221019_3-8_250_highbmihand_orbit_stadium",
+    }
+)
 
 # `pose_cam` holds the SMPL-X poses of schema.POSE_KEYS concatenated in that (joint) order: 55 × 3 values.
 POSE_SIZE = sum(math.prod(SMPL_KEYS[k][1]) for k in POSE_KEYS)
@@ -274,17 +278,17 @@ def _read_gray(path: Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Frame:
-    name: str                       # file stem of the render
-    intrinsics: np.ndarray          # [3,3] float32
-    pose: np.ndarray                # [4,4] float32 camera-to-world
-    smpl: dict[str, np.ndarray]     # the smpl/<frame>.npz arrays, [P,…] float32
+    name: str  # file stem of the render
+    intrinsics: np.ndarray  # [3,3] float32
+    pose: np.ndarray  # [4,4] float32 camera-to-world
+    smpl: dict[str, np.ndarray]  # the smpl/<frame>.npz arrays, [P,…] float32
 
 
 @dataclass(frozen=True)
 class Sequence:
     scene: str
     seq: str
-    split: str                      # "Training" or "Test"
+    split: str  # "Training" or "Test"
     scene_dir: Path
     frames: tuple[Frame, ...]
 
@@ -300,7 +304,7 @@ def _persons(labels: dict[str, np.ndarray], rows: list[int]) -> dict[str, np.nda
     for key in POSE_KEYS:  # consecutive slices of pose_cam
         file_key, shape = SMPL_KEYS[key]
         size = math.prod(shape)
-        out[file_key] = pose[:, start:start + size].reshape(len(rows), *shape)
+        out[file_key] = pose[:, start : start + size].reshape(len(rows), *shape)
         start += size
     out["smplx_shape"] = labels["shape"][rows].astype(np.float32)
     # The camera-frame translation the official dataset uses: trans_cam plus cam_ext's translation.
@@ -308,8 +312,13 @@ def _persons(labels: dict[str, np.ndarray], rows: list[int]) -> dict[str, np.nda
     return out
 
 
-def _plan_sequence(scene_dir: Path, seq: str, labels: dict[str, np.ndarray], rows_by_image: dict[str, list[int]],
-                   skipped: collections.Counter) -> tuple[Frame, ...] | None:
+def _plan_sequence(
+    scene_dir: Path,
+    seq: str,
+    labels: dict[str, np.ndarray],
+    rows_by_image: dict[str, list[int]],
+    skipped: collections.Counter,
+) -> tuple[Frame, ...] | None:
     cam_csv = scene_dir / "ground_truth" / "camera" / f"{seq}_camera.csv"
     if not cam_csv.is_file():
         log.warning("skipping %s/%s: no camera file %s", scene_dir.name, seq, cam_csv)
@@ -330,10 +339,14 @@ def _plan_sequence(scene_dir: Path, seq: str, labels: dict[str, np.ndarray], row
         if index >= len(camera):
             raise BedlamError(f"{cam_csv}: {len(camera)} rows, but {png_dir} has a render #{index} ({pngs[index]})")
         x, y, z, yaw, pitch, roll, focal = camera[index]
-        frames.append(Frame(name=pngs[index][:-len(".png")],
-                            intrinsics=intrinsics(focal).astype(np.float32),
-                            pose=camera_to_world(x, y, z, yaw, pitch, roll).astype(np.float32),
-                            smpl=_persons(labels, rows)))
+        frames.append(
+            Frame(
+                name=pngs[index][: -len(".png")],
+                intrinsics=intrinsics(focal).astype(np.float32),
+                pose=camera_to_world(x, y, z, yaw, pitch, roll).astype(np.float32),
+                smpl=_persons(labels, rows),
+            )
+        )
     if not frames:
         log.warning("skipping %s/%s: none of its kept renders is labelled", scene_dir.name, seq)
         skipped["sequence_without_labelled_frames"] += 1
@@ -341,8 +354,9 @@ def _plan_sequence(scene_dir: Path, seq: str, labels: dict[str, np.ndarray], row
     return tuple(frames)
 
 
-def plan(raw_root: Path, labels_root: Path, limit_sequences: int | None = None, progress: bool = False
-         ) -> tuple[list[Sequence], collections.Counter]:
+def plan(
+    raw_root: Path, labels_root: Path, limit_sequences: int | None = None, progress: bool = False
+) -> tuple[list[Sequence], collections.Counter]:
     """The sequences to write, in scene then be_seq.csv order, and the skip counts by reason."""
     for root in (raw_root, labels_root):
         if not root.is_dir():
@@ -382,7 +396,9 @@ def plan(raw_root: Path, labels_root: Path, limit_sequences: int | None = None, 
                 continue
             frames = _plan_sequence(scene_dir, seq, labels, rows_by_image, skipped)
             if frames is not None:
-                sequences.append(Sequence(scene, seq, "Test" if scene in TEST_SCENES else "Training", scene_dir, frames))
+                sequences.append(
+                    Sequence(scene, seq, "Test" if scene in TEST_SCENES else "Training", scene_dir, frames)
+                )
     return sequences, skipped
 
 
@@ -443,8 +459,9 @@ def write_sequence(sequence: Sequence, out_root: Path) -> tuple[int, int]:
     return len(sequence.frames), missing_masks
 
 
-def preprocess_bedlam(raw_root, labels_root, out_root, *, workers: int = 1, progress: bool = True,
-                      limit_sequences: int | None = None) -> dict:
+def preprocess_bedlam(
+    raw_root, labels_root, out_root, *, workers: int = 1, progress: bool = True, limit_sequences: int | None = None
+) -> dict:
     """Preprocess the BEDLAM release (see the module docstring for the layouts).
 
     raw_root: the extracted scene folders; labels_root: the SMPL-X label npz files; out_root: the
@@ -465,8 +482,13 @@ def preprocess_bedlam(raw_root, labels_root, out_root, *, workers: int = 1, prog
     check_output_root(out_root, raw_root, labels_root)
     sequences, skipped = plan(raw_root, labels_root, limit_sequences, progress)
     todo = [s for s in sequences if not (out_root / s.split / s.name).is_dir()]
-    summary = {"sequences_written": 0, "frames_written": 0, "sequences_already_done": len(sequences) - len(todo),
-               "frames_missing_mask": 0, "skipped": dict(sorted(skipped.items()))}
+    summary = {
+        "sequences_written": 0,
+        "frames_written": 0,
+        "sequences_already_done": len(sequences) - len(todo),
+        "frames_missing_mask": 0,
+        "skipped": dict(sorted(skipped.items())),
+    }
     bar = tqdm(total=len(todo), desc="BEDLAM sequences", unit="seq", disable=not progress)
 
     def record(sequence: Sequence, result: tuple[int, int]) -> None:
@@ -503,8 +525,12 @@ def preprocess_bedlam(raw_root, labels_root, out_root, *, workers: int = 1, prog
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", type=Path, required=True, help="folder of the extracted BEDLAM scenes")
-    parser.add_argument("--labels", type=Path, required=True,
-                        help="folder of the SMPL-X labels <scene>_6fps.npz / <scene>_30fps.npz (or its parent)")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="folder of the SMPL-X labels <scene>_6fps.npz / <scene>_30fps.npz (or its parent)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (gets Training/ and Test/)")
     parser.add_argument("--workers", type=positive_int, default=1, help="sequences written in parallel (default 1)")
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N sequences")
@@ -512,12 +538,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    s = preprocess_bedlam(args.raw, args.labels, args.out, workers=args.workers, progress=not args.quiet,
-                          limit_sequences=args.limit)
+    s = preprocess_bedlam(
+        args.raw, args.labels, args.out, workers=args.workers, progress=not args.quiet, limit_sequences=args.limit
+    )
     skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none"
-    print(f"wrote {s['sequences_written']} sequences ({s['frames_written']} frames) to {args.out}; "
-          f"{s['sequences_already_done']} already there; {s['frames_missing_mask']} frames without an env mask; "
-          f"skipped: {skipped}")
+    print(
+        f"wrote {s['sequences_written']} sequences ({s['frames_written']} frames) to {args.out}; "
+        f"{s['sequences_already_done']} already there; {s['frames_missing_mask']} frames without an env mask; "
+        f"skipped: {skipped}"
+    )
     return 0
 
 

@@ -34,8 +34,18 @@ from __future__ import annotations
 
 import numpy as np
 
-OFFICIAL_RESOLUTIONS = ((512, 384), (512, 336), (512, 288), (512, 256), (512, 208), (512, 144),
-                        (384, 512), (336, 512), (288, 512), (256, 512))  # (W, H)
+OFFICIAL_RESOLUTIONS = (
+    (512, 384),
+    (512, 336),
+    (512, 288),
+    (512, 256),
+    (512, 208),
+    (512, 144),
+    (384, 512),
+    (336, 512),
+    (288, 512),
+    (256, 512),
+)  # (W, H)
 
 SPLITS = {"train": "Training", "test": "Test", "Training": "Training", "Test": "Test"}
 
@@ -72,19 +82,35 @@ def label_spec(num_people: int) -> dict[str, tuple[type, tuple]]:
 # ---------------------------------------------------------------- the batch
 
 # The keys the train step reads; a batch's frame_ids, seq_index and step are bookkeeping and stay on the host.
-STEP_KEYS = ("img", "ray_map", "img_mask", "ray_mask", "depth", "valid", "K", "c2w", "human_mask", "smpl_mask",
-             *SMPL_KEYS)
+STEP_KEYS = (
+    "img",
+    "ray_map",
+    "img_mask",
+    "ray_mask",
+    "depth",
+    "valid",
+    "K",
+    "c2w",
+    "human_mask",
+    "smpl_mask",
+    *SMPL_KEYS,
+)
 
 
 def batch_spec(batch_size: int | None, num_views: int, max_humans: int = 10) -> dict[str, tuple[type, tuple]]:
     """Batch key → (dtype, shape) with None for the per-batch H and W (see the module docstring)."""
     B, V, M, H, W = batch_size, num_views, max_humans, None, None
     spec = {
-        "img": (np.float32, (B, V, H, W, 3)), "ray_map": (np.float32, (B, V, H, W, 6)),
-        "img_mask": (np.bool_, (B, V)), "ray_mask": (np.bool_, (B, V)),
-        "depth": (np.float32, (B, V, H, W)), "valid": (np.bool_, (B, V, H, W)),
-        "K": (np.float32, (B, V, 3, 3)), "c2w": (np.float32, (B, V, 4, 4)),
-        "human_mask": (np.float32, (B, V, H, W)), "smpl_mask": (np.bool_, (B, V, M)),
+        "img": (np.float32, (B, V, H, W, 3)),
+        "ray_map": (np.float32, (B, V, H, W, 6)),
+        "img_mask": (np.bool_, (B, V)),
+        "ray_mask": (np.bool_, (B, V)),
+        "depth": (np.float32, (B, V, H, W)),
+        "valid": (np.bool_, (B, V, H, W)),
+        "K": (np.float32, (B, V, 3, 3)),
+        "c2w": (np.float32, (B, V, 4, 4)),
+        "human_mask": (np.float32, (B, V, H, W)),
+        "smpl_mask": (np.bool_, (B, V, M)),
     }
     spec.update({key: (np.float32, (B, V, M, *shape)) for key, (_, shape) in SMPL_KEYS.items()})
     spec.update(frame_ids=(np.int32, (B, V)), seq_index=(np.int32, (B,)), step=(np.int64, ()))

@@ -1,4 +1,4 @@
-"""A tiny synthetic dataset in the preprocessed BEDLAM layout (spec §7.1), for tests.
+"""A tiny synthetic dataset in the preprocessed BEDLAM layout, for tests.
 
 Layout written under `root`: the preprocessed layout of `data/schema.py`, as `bedlam_preprocess` writes it
 (the SMPL-X labels are .npz files of stacked arrays, not the official pickled lists of dicts):
@@ -65,8 +65,7 @@ FOCAL_FRACTION = 0.8  # f = 0.8·W
 SPLIT_NAMES = ("Training", "Test")
 SPLAT_RADIUS = 1  # vertices are splatted as (2r+1)² pixel squares
 
-_PALETTE = np.array([(220, 60, 60), (60, 180, 75), (70, 110, 230), (240, 180, 40), (170, 80, 200)],
-                    np.uint8)
+_PALETTE = np.array([(220, 60, 60), (60, 180, 75), (70, 110, 230), (240, 180, 40), (170, 80, 200)], np.uint8)
 _forward = jax.jit(S.smplx_forward)  # one compile: every call has batch 1
 _POSE_FILE_KEYS = tuple(SMPL_KEYS[k][0] for k in POSE_KEYS)  # SMPL-X joint order, root first
 
@@ -91,12 +90,15 @@ def _matrix_to_rotvec(r: np.ndarray) -> np.ndarray:
     def d(i, j):
         return r[..., i, j]
 
-    q = np.stack([  # [..., 4 candidates, (w, x, y, z)], each ∝ the quaternion
-        np.stack([1 + trace, d(2, 1) - d(1, 2), d(0, 2) - d(2, 0), d(1, 0) - d(0, 1)], -1),
-        np.stack([d(2, 1) - d(1, 2), 1 + 2 * d(0, 0) - trace, d(0, 1) + d(1, 0), d(0, 2) + d(2, 0)], -1),
-        np.stack([d(0, 2) - d(2, 0), d(0, 1) + d(1, 0), 1 + 2 * d(1, 1) - trace, d(1, 2) + d(2, 1)], -1),
-        np.stack([d(1, 0) - d(0, 1), d(0, 2) + d(2, 0), d(1, 2) + d(2, 1), 1 + 2 * d(2, 2) - trace], -1),
-    ], -2)
+    q = np.stack(
+        [  # [..., 4 candidates, (w, x, y, z)], each ∝ the quaternion
+            np.stack([1 + trace, d(2, 1) - d(1, 2), d(0, 2) - d(2, 0), d(1, 0) - d(0, 1)], -1),
+            np.stack([d(2, 1) - d(1, 2), 1 + 2 * d(0, 0) - trace, d(0, 1) + d(1, 0), d(0, 2) + d(2, 0)], -1),
+            np.stack([d(0, 2) - d(2, 0), d(0, 1) + d(1, 0), 1 + 2 * d(1, 1) - trace, d(1, 2) + d(2, 1)], -1),
+            np.stack([d(1, 0) - d(0, 1), d(0, 2) + d(2, 0), d(1, 2) + d(2, 1), 1 + 2 * d(2, 2) - trace], -1),
+        ],
+        -2,
+    )
     best = np.argmax(np.stack([trace, d(0, 0), d(1, 1), d(2, 2)], -1), -1)
     q = np.take_along_axis(q, best[..., None, None], -2)[..., 0, :]
     q = q * np.where(q[..., :1] < 0, -1.0, 1.0) / np.linalg.norm(q, axis=-1, keepdims=True)
@@ -185,14 +187,18 @@ def _camera_path(rng: np.random.Generator, frames: int) -> np.ndarray:
     poses = np.tile(np.eye(4), (frames, 1, 1))
     for t in range(frames):
         # pitch > 0 looks up (y is down)
-        poses[t, :3, :3] = (_axis_rotation(1, yaw + dyaw * t) @ _axis_rotation(0, pitch + dpitch * t)
-                            @ _axis_rotation(2, roll + droll * t))
+        poses[t, :3, :3] = (
+            _axis_rotation(1, yaw + dyaw * t)
+            @ _axis_rotation(0, pitch + dpitch * t)
+            @ _axis_rotation(2, roll + droll * t)
+        )
         poses[t, :3, 3] = c0 + dc * t
     return poses
 
 
-def _people(rng: np.random.Generator, model: S.SmplxModel, n: int, mid_c2w: np.ndarray,
-            K: np.ndarray, width: int) -> list[dict]:
+def _people(
+    rng: np.random.Generator, model: S.SmplxModel, n: int, mid_c2w: np.ndarray, K: np.ndarray, width: int
+) -> list[dict]:
     """n world-static people standing on the floor, in depth bins of [2.5, 6.5] m in front of the
     middle camera. Each: float32 pose arrays as stored, `root_world` [3, 3], `transl_world` [3],
     `pelvis` J0 [3] and world `vertices` [10475, 3] (float64)."""
@@ -207,25 +213,32 @@ def _people(rng: np.random.Generator, model: S.SmplxModel, n: int, mid_c2w: np.n
         # SMPL-X is y-up facing +z; turning it by π about x stands it up in the y-down world,
         # facing -z (towards the cameras), then a random turn about the vertical
         root_world = _axis_rotation(1, rng.uniform(-1, 1)) @ _axis_rotation(0, np.pi)
-        p = {"smplx_body_pose": rng.normal(0, 0.12, shape["smplx_body_pose"]),
-             "smplx_jaw_pose": rng.normal(0, 0.05, shape["smplx_jaw_pose"]),
-             "smplx_leye_pose": np.zeros(shape["smplx_leye_pose"]),
-             "smplx_reye_pose": np.zeros(shape["smplx_reye_pose"]),
-             "smplx_left_hand_pose": rng.normal(0, 0.1, shape["smplx_left_hand_pose"]),
-             "smplx_right_hand_pose": rng.normal(0, 0.1, shape["smplx_right_hand_pose"]),
-             "smplx_shape": rng.uniform(-1, 1, shape["smplx_shape"])}
+        p = {
+            "smplx_body_pose": rng.normal(0, 0.12, shape["smplx_body_pose"]),
+            "smplx_jaw_pose": rng.normal(0, 0.05, shape["smplx_jaw_pose"]),
+            "smplx_leye_pose": np.zeros(shape["smplx_leye_pose"]),
+            "smplx_reye_pose": np.zeros(shape["smplx_reye_pose"]),
+            "smplx_left_hand_pose": rng.normal(0, 0.1, shape["smplx_left_hand_pose"]),
+            "smplx_right_hand_pose": rng.normal(0, 0.1, shape["smplx_right_hand_pose"]),
+            "smplx_shape": rng.uniform(-1, 1, shape["smplx_shape"]),
+        }
         p = {k: v.astype(np.float32) for k, v in p.items()}
         # rotations from the stored float32 values, so that the labels reproduce the render
         local = _rotvec_to_matrix(np.concatenate([p[key].reshape(-1, 3) for key in _POSE_FILE_KEYS[1:]]))
         rotmats = np.concatenate([root_world[None], local])[None].astype(np.float32)  # [1, 55, 3, 3]
-        out = _forward(model, p["smplx_shape"][None], np.zeros((1, model.num_expression), np.float32),
-                       rotmats)
+        out = _forward(model, p["smplx_shape"][None], np.zeros((1, model.num_expression), np.float32), rotmats)
         verts = np.asarray(out.vertices[0], np.float64)
         # feet on the floor: the lowest vertex (largest y) touches y = FLOOR_Y
         transl_world = np.array([spot[0], FLOOR_Y - verts[:, 1].max(), spot[2]])
-        people.append(dict(p, root_world=root_world,
-                           transl_world=transl_world, pelvis=np.asarray(out.joints[0, 0], np.float64),
-                           vertices=verts + transl_world))
+        people.append(
+            dict(
+                p,
+                root_world=root_world,
+                transl_world=transl_world,
+                pelvis=np.asarray(out.joints[0, 0], np.float64),
+                vertices=verts + transl_world,
+            )
+        )
     return people
 
 
@@ -237,13 +250,15 @@ def _labels(people: list[dict], w2c: np.ndarray) -> dict[str, np.ndarray]:
     for key, shape in SMPL_KEYS.values():  # the body's own parameters, as drawn by _people
         if key not in ("smplx_root_pose", "smplx_transl"):
             labels[key] = np.stack([p[key] for p in people]) if people else np.zeros((0,) + shape)
-    labels["smplx_transl"] = np.array([R @ (p["pelvis"] + p["transl_world"]) + t - p["pelvis"]
-                                       for p in people]).reshape(-1, 3)
+    labels["smplx_transl"] = np.array(
+        [R @ (p["pelvis"] + p["transl_world"]) + t - p["pelvis"] for p in people]
+    ).reshape(-1, 3)
     return {k: v.astype(np.float32) for k, v in labels.items()}
 
 
-def _write_sequence(seq_dir: Path, rng: np.random.Generator, model: S.SmplxModel, n_people: int,
-                    frames: int, width: int, height: int) -> list[list[int]]:
+def _write_sequence(
+    seq_dir: Path, rng: np.random.Generator, model: S.SmplxModel, n_people: int, frames: int, width: int, height: int
+) -> list[list[int]]:
     """Render and write one sequence; returns the ids of the people visible in each frame."""
     K = intrinsics(width, height)
     poses = _camera_path(rng, frames)
@@ -275,9 +290,17 @@ def _write_sequence(seq_dir: Path, rng: np.random.Generator, model: S.SmplxModel
     return visible_ids
 
 
-def make_synthetic_bedlam(root: str | Path, smplx_path: str | Path, *, n_train: int = 3, n_test: int = 1,
-                          frames: int = 8, size: tuple[int, int] = (96, 64), max_people: int = 3,
-                          seed: int = 0) -> dict:
+def make_synthetic_bedlam(
+    root: str | Path,
+    smplx_path: str | Path,
+    *,
+    n_train: int = 3,
+    n_test: int = 1,
+    frames: int = 8,
+    size: tuple[int, int] = (96, 64),
+    max_people: int = 3,
+    seed: int = 0,
+) -> dict:
     """Write `n_train` + `n_test` sequences of `frames` frames at size (W, H) under `root`.
 
     smplx_path: SMPLX_NEUTRAL.npz or a folder holding smplx/SMPLX_NEUTRAL.npz (as `load_smplx`).
@@ -288,9 +311,11 @@ def make_synthetic_bedlam(root: str | Path, smplx_path: str | Path, *, n_train: 
         "frames": [names], "num_people": people in the world, "people": [[visible ids] per frame]}]}
     """
     if n_train < 0 or n_test < 0 or frames < 1 or max_people < 0 or min(size) < 1:
-        raise ValueError(f"need n_train, n_test, max_people >= 0, frames >= 1 and a positive size; got "
-                         f"n_train={n_train}, n_test={n_test}, frames={frames}, size={size}, "
-                         f"max_people={max_people}")
+        raise ValueError(
+            f"need n_train, n_test, max_people >= 0, frames >= 1 and a positive size; got "
+            f"n_train={n_train}, n_test={n_test}, frames={frames}, size={size}, "
+            f"max_people={max_people}"
+        )
     root, (width, height) = Path(root), size
     model = S.load_smplx(smplx_path, num_betas=NUM_BETAS)
     sequences = []
@@ -300,21 +325,32 @@ def make_synthetic_bedlam(root: str | Path, smplx_path: str | Path, *, n_train: 
         split = SPLIT_NAMES[k >= n_train]
         name = f"synth{k:02d}_seq_000000"
         visible = _write_sequence(root / split / name, rng, model, n_people, frames, width, height)
-        sequences.append({"split": split, "name": name, "dir": str(root / split / name),
-                          "frames": [f"{t:06d}" for t in range(frames)], "num_people": n_people,
-                          "people": visible})
-    return {"root": str(root), "size": [width, height],
-            "intrinsics": intrinsics(width, height).tolist(), "sequences": sequences}
+        sequences.append(
+            {
+                "split": split,
+                "name": name,
+                "dir": str(root / split / name),
+                "frames": [f"{t:06d}" for t in range(frames)],
+                "num_people": n_people,
+                "people": visible,
+            }
+        )
+    return {
+        "root": str(root),
+        "size": [width, height],
+        "intrinsics": intrinsics(width, height).tolist(),
+        "sequences": sequences,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     from human3r_jax.argtypes import nonnegative_int, positive_int
 
-    ap = argparse.ArgumentParser(description="Write a tiny synthetic dataset in the preprocessed "
-                                             "BEDLAM layout (for tests).")
+    ap = argparse.ArgumentParser(
+        description="Write a tiny synthetic dataset in the preprocessed BEDLAM layout (for tests)."
+    )
     ap.add_argument("--out", required=True, help="output root (Training/ and Test/ are created)")
-    ap.add_argument("--smplx", required=True,
-                    help="SMPLX_NEUTRAL.npz or a folder holding smplx/SMPLX_NEUTRAL.npz")
+    ap.add_argument("--smplx", required=True, help="SMPLX_NEUTRAL.npz or a folder holding smplx/SMPLX_NEUTRAL.npz")
     ap.add_argument("--n-train", type=nonnegative_int, default=3)
     ap.add_argument("--n-test", type=nonnegative_int, default=1)
     ap.add_argument("--frames", type=positive_int, default=8)
@@ -323,9 +359,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-people", type=nonnegative_int, default=3)
     ap.add_argument("--seed", type=nonnegative_int, default=0)
     args = ap.parse_args(argv)
-    info = make_synthetic_bedlam(args.out, args.smplx, n_train=args.n_train, n_test=args.n_test,
-                                 frames=args.frames, size=(args.width, args.height),
-                                 max_people=args.max_people, seed=args.seed)
+    info = make_synthetic_bedlam(
+        args.out,
+        args.smplx,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        frames=args.frames,
+        size=(args.width, args.height),
+        max_people=args.max_people,
+        seed=args.seed,
+    )
     print(json.dumps(info, indent=1))
 
 

@@ -6,8 +6,8 @@ Nothing is decoded before it is needed, so memory does not grow with the length 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import PIL.Image
 
@@ -23,9 +23,9 @@ class InputError(Human3rError):
 
 @dataclasses.dataclass(frozen=True)
 class RawFrame:
-    index: int          # position in the original sequence (before subsampling)
-    name: str           # file name, or "frame_000123" for videos
-    time: float         # seconds (videos) or the index (images)
+    index: int  # position in the original sequence (before subsampling)
+    name: str  # file name, or "frame_000123" for videos
+    time: float  # seconds (videos) or the index (images)
     image: PIL.Image.Image
 
 
@@ -92,8 +92,10 @@ class FrameSource:
                         t = float(frame.time) if frame.time is not None else float(i)
                         yield RawFrame(i, f"frame_{i:06d}", t, frame.to_image().convert("RGB"))
         except av.FFmpegError as e:
-            raise InputError(f"{self.path}: the video cannot be decoded after {decoded} frames ({e}); "
-                             "re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)") from None
+            raise InputError(
+                f"{self.path}: the video cannot be decoded after {decoded} frames ({e}); "
+                "re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)"
+            ) from None
 
     def __iter__(self) -> Iterator[RawFrame]:
         n = 0

@@ -1,4 +1,4 @@
-"""The body models of the human mesh recovery evaluation (spec `evaluation.md` §1.3, §1.4).
+"""The body models of the human mesh recovery evaluation.
 
 Every dataset's ground truth is posed with its own body model, and predictions and ground truth are compared
 on the SMPL mesh (6890 vertices) with the dataset's joint regressor:
@@ -65,22 +65,25 @@ class BodyModelFile:
     source: str
 
 
-_SMPL = ("https://smpl.is.tue.mpg.de (SMPL_python_v.1.1.0.zip: smpl/models/basicmodel_{}_lbs_10_207_0_v1.1.0.pkl, "
-         "renamed)")
+_SMPL = (
+    "https://smpl.is.tue.mpg.de (SMPL_python_v.1.1.0.zip: smpl/models/basicmodel_{}_lbs_10_207_0_v1.1.0.pkl, renamed)"
+)
 _SMPLX = "https://smpl-x.is.tue.mpg.de (models_smplx_v1_1.zip: models/smplx/{})"
-_MULTI_HMR = ("Multi-HMR's supplementary files (https://drive.google.com/drive/folders/"
-              "1JU7CuU2rKkwD7WWjvSZJKpQFFk_Z6NL7), which fanegg/Human3R's scripts/fetch_smplx.sh downloads")
+_MULTI_HMR = (
+    "Multi-HMR's supplementary files (https://drive.google.com/drive/folders/"
+    "1JU7CuU2rKkwD7WWjvSZJKpQFFk_Z6NL7), which fanegg/Human3R's scripts/fetch_smplx.sh downloads"
+)
 FILES = {
     "SMPL_NEUTRAL.pkl": BodyModelFile("smpl", "the neutral SMPL v1.1.0 model", _SMPL.format("neutral")),
     "SMPL_MALE.pkl": BodyModelFile("smpl", "the male SMPL v1.1.0 model", _SMPL.format("m")),
     "SMPL_FEMALE.pkl": BodyModelFile("smpl", "the female SMPL v1.1.0 model", _SMPL.format("f")),
-    "J_regressor_h36m.npy": BodyModelFile("smpl", "the Human3.6M joint regressor on SMPL vertices [17, 6890]",
-                                          _MULTI_HMR),
+    "J_regressor_h36m.npy": BodyModelFile(
+        "smpl", "the Human3.6M joint regressor on SMPL vertices [17, 6890]", _MULTI_HMR
+    ),
     "SMPLX_NEUTRAL.npz": BodyModelFile("smplx", "the neutral SMPL-X v1.1 model", _SMPLX.format("SMPLX_NEUTRAL.npz")),
     "SMPLX_MALE.npz": BodyModelFile("smplx", "the male SMPL-X v1.1 model", _SMPLX.format("SMPLX_MALE.npz")),
     "SMPLX_FEMALE.npz": BodyModelFile("smplx", "the female SMPL-X v1.1 model", _SMPLX.format("SMPLX_FEMALE.npz")),
-    "smplx2smpl.pkl": BodyModelFile("smplx", "the SMPL-X → SMPL vertex map (key 'matrix', [6890, 10475])",
-                                    _MULTI_HMR),
+    "smplx2smpl.pkl": BodyModelFile("smplx", "the SMPL-X → SMPL vertex map (key 'matrix', [6890, 10475])", _MULTI_HMR),
 }
 
 
@@ -151,8 +154,9 @@ def load_smpl(path: str | Path) -> SmplModel:
     _check(path, "v_template", a["v_template"], (V, 3))
     _check(path, "shapedirs", a["shapedirs"], (V, 3, None))
     if a["shapedirs"].shape[2] < NUM_BETAS:
-        raise BodyModelError(f"{path}: entry 'shapedirs' has {a['shapedirs'].shape[2]} components; "
-                             f"expected at least {NUM_BETAS}")
+        raise BodyModelError(
+            f"{path}: entry 'shapedirs' has {a['shapedirs'].shape[2]} components; expected at least {NUM_BETAS}"
+        )
     _check(path, "posedirs", a["posedirs"], (V, 3, NUM_POSE_BASIS))
     _check(path, "J_regressor", a["J_regressor"], (K, V))
     _check(path, "weights", a["weights"], (V, K))
@@ -214,7 +218,7 @@ def smpl_forward(model: SmplModel, betas, pose, transl=None) -> tuple[np.ndarray
     n = _same_batch("smpl_forward", betas=betas, pose=pose)
     vertices, joints = np.empty((n, NUM_VERTICES, 3)), np.empty((n, NUM_JOINTS, 3))
     for s in range(0, n, _CHUNK):
-        vertices[s:s + _CHUNK], joints[s:s + _CHUNK] = _smpl_lbs(model, betas[s:s + _CHUNK], pose[s:s + _CHUNK])
+        vertices[s : s + _CHUNK], joints[s : s + _CHUNK] = _smpl_lbs(model, betas[s : s + _CHUNK], pose[s : s + _CHUNK])
     if transl is not None:
         transl = _batch("smpl_forward", "transl", transl, (3,))
         _same_batch("smpl_forward", betas=betas, transl=transl)
@@ -302,7 +306,7 @@ def smplx_gt_forward(model: SmplxModel, hands_mean, betas, global_orient, body_p
         pad = [(0, size - (e - s))]
         b = np.pad(betas[s:e], pad + [(0, 0)], mode="edge")
         r = np.pad(rotmats[s:e], pad + [(0, 0)] * 3, mode="edge")
-        vertices[s:e] = np.asarray(_smplx_vertices(model, b, expression, r))[:e - s]
+        vertices[s:e] = np.asarray(_smplx_vertices(model, b, expression, r))[: e - s]
     return vertices + transl[:, None].astype(np.float32)
 
 
@@ -324,8 +328,9 @@ class SmplxToSmpl:
         the official dense float32 matmul up to summation order; float64 input gives float64."""
         verts = np.asarray(verts)
         if verts.ndim != 3 or verts.shape[1:] != (SMPLX_NUM_VERTICES, 3):
-            raise BodyModelError(f"SmplxToSmpl.apply: verts has shape {list(verts.shape)}; "
-                                 f"expected [N, {SMPLX_NUM_VERTICES}, 3]")
+            raise BodyModelError(
+                f"SmplxToSmpl.apply: verts has shape {list(verts.shape)}; expected [N, {SMPLX_NUM_VERTICES}, 3]"
+            )
         dt = np.result_type(verts.dtype, np.float32)
         if self.dense is not None:
             return np.einsum("ij,njc->nic", self.dense.astype(dt), verts.astype(dt))
@@ -340,8 +345,10 @@ def load_smplx2smpl(path: str | Path) -> SmplxToSmpl:
     path = Path(path)
     data = load_pickle(path, BodyModelError, encoding="latin1")
     if not isinstance(data, dict) or "matrix" not in data:
-        raise BodyModelError(f"{path}: expected a dict with the entry 'matrix' (the SMPL-X → SMPL vertex map), "
-                             f"found {type(data).__name__}{' without it' if isinstance(data, dict) else ''}")
+        raise BodyModelError(
+            f"{path}: expected a dict with the entry 'matrix' (the SMPL-X → SMPL vertex map), "
+            f"found {type(data).__name__}{' without it' if isinstance(data, dict) else ''}"
+        )
     m = to_array(data["matrix"], f"{path}: entry 'matrix'", BodyModelError)
     _check(path, "matrix", m, (NUM_VERTICES, SMPLX_NUM_VERTICES))
     m = m.astype(np.float32, copy=False)
@@ -371,7 +378,7 @@ def load_h36m_regressor(path: str | Path) -> np.ndarray:
 
 @dataclass
 class BodyModels:
-    """Everything the human mesh recovery evaluation of one dataset needs (spec §1.3, §1.4)."""
+    """Everything the human mesh recovery evaluation of one dataset needs."""
 
     smplx_neutral: SmplxModel  # the predictions' body model: 10 betas, 10 expression coefficients
     smplx2smpl: SmplxToSmpl
@@ -403,8 +410,10 @@ def find_file(root: str | Path, name: str) -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    raise BodyModelError(f"{candidates[0]}: no such file (nor {candidates[1]}). {name} is {info.what}, from "
-                         f"{info.source}; it is licensed and not shipped with human3r-jax")
+    raise BodyModelError(
+        f"{candidates[0]}: no such file (nor {candidates[1]}). {name} is {info.what}, from "
+        f"{info.source}; it is licensed and not shipped with human3r-jax"
+    )
 
 
 def _load_smplx(path: Path, gender: str) -> SmplxModel:
@@ -421,8 +430,10 @@ def load_body_models(root: str | Path, dataset: str) -> BodyModels:
     root = Path(root)
     names = needed_files(dataset)
     if not root.is_dir():
-        raise BodyModelError(f"{root}: no such folder (the body models: smpl/ and smplx/ as fanegg/Human3R's "
-                             "scripts/fetch_smplx.sh lays them out)")
+        raise BodyModelError(
+            f"{root}: no such folder (the body models: smpl/ and smplx/ as fanegg/Human3R's "
+            "scripts/fetch_smplx.sh lays them out)"
+        )
     paths = {name: find_file(root, name) for name in names}
     smpl = {g: load_smpl(paths[f"SMPL_{g.upper()}.pkl"]) for g in GENDERS if f"SMPL_{g.upper()}.pkl" in paths}
     gendered = [g for g in ("male", "female") if f"SMPLX_{g.upper()}.npz" in paths]

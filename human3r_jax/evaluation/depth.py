@@ -1,6 +1,6 @@
 """Official video-depth metrics (CUT3R / TTT3R / Human3R ``eval/video_depth``), one sequence at a time.
 
-Protocol (spec ``evaluation.md`` §3.3; facts read from CUT3R/CUT3R@8bc15dc ``eval/video_depth/tools.py``
+Protocol (facts read from CUT3R/CUT3R@8bc15dc ``eval/video_depth/tools.py``
 ``depth_evaluation`` and ``eval_depth.py``; the ``tools.py`` of Inception3D/TTT3R@cc6142b and of Human3R is
 byte-identical):
 
@@ -51,8 +51,14 @@ import numpy as np
 # Metric keys in output order, and the names the official result_{align}.json uses for them.
 METRICS = ("abs_rel", "sq_rel", "rmse", "log_rmse", "delta_1", "delta_1.25", "delta_1.25^2", "delta_1.25^3")
 OFFICIAL_NAMES = {
-    "abs_rel": "Abs Rel", "sq_rel": "Sq Rel", "rmse": "RMSE", "log_rmse": "Log RMSE", "delta_1": "δ < 1.",
-    "delta_1.25": "δ < 1.25", "delta_1.25^2": "δ < 1.25^2", "delta_1.25^3": "δ < 1.25^3",
+    "abs_rel": "Abs Rel",
+    "sq_rel": "Sq Rel",
+    "rmse": "RMSE",
+    "log_rmse": "Log RMSE",
+    "delta_1": "δ < 1.",
+    "delta_1.25": "δ < 1.25",
+    "delta_1.25^2": "δ < 1.25^2",
+    "delta_1.25^3": "δ < 1.25^3",
 }
 
 # Alignment modes of depth_evaluation: metric_scale, the median default, align_with_scale, align_with_lstsq,
@@ -227,11 +233,22 @@ def depth_metrics(pred, gt):
     return {k: float(out[k]) for k in METRICS}
 
 
-def evaluate_sequence(pred, gt, *, align: str = "scale", max_depth: float | None = 80.0,
-                      post_clip_min: float | None = None, post_clip_max: float | None = None,
-                      pre_clip_min: float | None = None, pre_clip_max: float | None = None,
-                      custom_mask=None, disp_input: bool = False, lr: float = 1e-4, max_iters: int = 1000,
-                      float32_pred: bool = False):
+def evaluate_sequence(
+    pred,
+    gt,
+    *,
+    align: str = "scale",
+    max_depth: float | None = 80.0,
+    post_clip_min: float | None = None,
+    post_clip_max: float | None = None,
+    pre_clip_min: float | None = None,
+    pre_clip_max: float | None = None,
+    custom_mask=None,
+    disp_input: bool = False,
+    lr: float = 1e-4,
+    max_iters: int = 1000,
+    float32_pred: bool = False,
+):
     """Official depth_evaluation for one sequence, every option of it.
 
     pred: predicted depth [F, H, W] (or disparity if ``disp_input``) at GT resolution; gt: GT depth [F, H, W]
@@ -261,7 +278,7 @@ def evaluate_sequence(pred, gt, *, align: str = "scale", max_depth: float | None
     n_valid = int(metric_sel.sum())
     if n_valid == 0:
         # official: every metric is replaced by 0 when nothing is valid
-        return {**{k: 0.0 for k in METRICS}, "valid_pixels": 0, "scale": float("nan"), "shift": float("nan")}
+        return {**dict.fromkeys(METRICS, 0.0), "valid_pixels": 0, "scale": float("nan"), "shift": float("nan")}
 
     if pre_clip_min is not None:
         p = r32(np.maximum(p, pre_clip_min))

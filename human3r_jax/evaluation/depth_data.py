@@ -24,8 +24,22 @@ from human3r_jax.errors import Human3rError
 BONN_SEQUENCES = ("balloon2", "crowd2", "crowd3", "person_tracking2", "synchronous")
 # The 14 sequences of the Sintel camera-pose subset (643 frames); the depth task uses all 23 of
 # training/depth when the predictions cover more than those 643 frames.
-SINTEL_POSE_SEQUENCES = ("alley_2", "ambush_4", "ambush_5", "ambush_6", "cave_2", "cave_4", "market_2", "market_5",
-                         "market_6", "shaman_3", "sleeping_1", "sleeping_2", "temple_2", "temple_3")
+SINTEL_POSE_SEQUENCES = (
+    "alley_2",
+    "ambush_4",
+    "ambush_5",
+    "ambush_6",
+    "cave_2",
+    "cave_4",
+    "market_2",
+    "market_5",
+    "market_6",
+    "shaman_3",
+    "sleeping_1",
+    "sleeping_2",
+    "temple_2",
+    "temple_3",
+)
 SINTEL_TAG = np.float32(202021.25)
 MAX_DPT_PIXELS = 100_000_000  # the official reader's bound on width × height
 
@@ -44,8 +58,9 @@ def read_png_depth(path: str | Path, units_per_metre: float) -> np.ndarray:
     except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DepthDataError(f"{path}: cannot read the depth PNG ({e})") from None
     if raw.ndim != 2 or raw.max(initial=0) <= 255:  # an 8-bit image would be a wrongly converted depth map
-        raise DepthDataError(f"{path}: not a 16-bit single-channel depth map (shape {raw.shape}, "
-                             f"max {raw.max(initial=0)})")
+        raise DepthDataError(
+            f"{path}: not a 16-bit single-channel depth map (shape {raw.shape}, max {raw.max(initial=0)})"
+        )
     depth = raw.astype(np.float64) / units_per_metre
     depth[raw == 0] = -1.0
     return depth
@@ -83,8 +98,7 @@ def _sorted_files(folder: Path, pattern: str) -> list[Path]:
 
 def bonn_sequences(root: str | Path, frames: int = 110) -> dict[str, list[Path]]:
     """{sequence: its GT depth files} of `bonn` (frames=110) or `bonn_N` (frames=N)."""
-    return {seq: _sorted_files(Path(root) / f"rgbd_bonn_{seq}" / f"depth_{frames}", "*.png")
-            for seq in BONN_SEQUENCES}
+    return {seq: _sorted_files(Path(root) / f"rgbd_bonn_{seq}" / f"depth_{frames}", "*.png") for seq in BONN_SEQUENCES}
 
 
 def kitti_sequences(root: str | Path) -> dict[str, list[Path]]:

@@ -1,4 +1,4 @@
-"""Frame loading of the official evaluation scripts (spec ``evaluation.md`` §0.1, ``load_images_for_eval``).
+"""Frame loading of the official evaluation scripts (``load_images_for_eval``).
 
 It differs from the demo's ``load_images`` (``human3r_jax.data.images.preprocess``) in one choice: after the
 resize to the model's size rule, the image is made a multiple of 16 either by a centre **crop** (camera pose,
@@ -32,10 +32,7 @@ def is_frame_file(name: str) -> bool:
 
 def _geometry(w: int, h: int, size: int) -> tuple[tuple[int, int], tuple, tuple[int, int]]:
     """(resized (W, H), crop box, final (W, H)) of an image of W×H pixels."""
-    if size == 224:
-        long_side = round(size * max(w / h, h / w))
-    else:
-        long_side = size
+    long_side = round(size * max(w / h, h / w)) if size == 224 else size
     s = max(w, h)
     rw, rh = (int(round(x * long_side / s)) for x in (w, h))
     cx, cy = rw // 2, rh // 2

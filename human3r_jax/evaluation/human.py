@@ -1,5 +1,5 @@
 """`human3r-jax evaluate human`: local human mesh recovery (3DPW, EMDB-1) and global human motion (EMDB-2, RICH)
-as the official `eval/global_human` scores them (spec ``evaluation.md`` §1, §2, §7).
+as the official `eval/global_human` scores them.
 
 Each sequence runs through the same streaming loop as `reconstruct` (crop mode, the official reset interval
 per dataset with TTT3R); its detections (SMPL-X parameters of every kept person), predicted focal and chained
@@ -17,14 +17,14 @@ camera-to-world poses are cached as ``OUT_DIR/<dataset>/<seq>.npz``. Scoring, pe
 
 Per sequence each metric is the mean over matched people rounded to 0.1 as the official log; the dataset value
 is the mean of those rows weighted by their matched-people count. Two quirks of the released code change the
-numbers and are kept by default (`fix_quirks=False`, spec §7): Q1, most female 3DPW people are scored against a
+numbers and are kept by default (`fix_quirks=False`): Q1, most female 3DPW people are scored against a
 male-body GT mesh; Q2, RICH's GT intrinsics ignore the eval crop (they only drive the matching).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -33,8 +33,16 @@ from human3r_jax.evaluation import body_models as bm
 from human3r_jax.evaluation import human_data
 from human3r_jax.evaluation import human_metrics as hm
 from human3r_jax.evaluation.frames import eval_crop
-from human3r_jax.evaluation.runner import (EvaluationError, Plan, cache_path, clean, load_cache, predict, prepare_out,
-                                           write_entry)
+from human3r_jax.evaluation.runner import (
+    EvaluationError,
+    Plan,
+    cache_path,
+    clean,
+    load_cache,
+    predict,
+    prepare_out,
+    write_entry,
+)
 
 DATASETS = human_data.DATASETS
 # The official run scripts' --reset_interval (run.sh, run_emdb2.sh, run_rich.sh: 1000000 = never).
@@ -54,7 +62,9 @@ UNITS = {
     "rte_scaled": ("Scaled RTE", "% (Sim(3) alignment)"),
     "jitter": ("Jitter", "10 m/s³ (third difference at 30 fps)"),
     "foot_sliding": ("Foot sliding", "mm per contact frame"),
-    "precision": ("Precision", "%"), "recall": ("Recall", "%"), "f1": ("F1", "%"),
+    "precision": ("Precision", "%"),
+    "recall": ("Recall", "%"),
+    "f1": ("F1", "%"),
     "n_human": ("matched people", "count (the weight of the sequence)"),
 }
 LOCAL_COLUMNS = ("pa_mpjpe", "mpjpe", "pve", "precision", "recall", "f1")
@@ -84,11 +94,17 @@ def _collect(seq):
             people[k].append(np.asarray(res[k], np.float32)[valid])
 
     def finish() -> dict:
-        return {"frame_name": np.asarray(names, str), "c2w": np.stack(c2w), "focal": np.asarray(focal, np.float32),
-                "image_hw": np.asarray(hw, np.int64), "person_frame": np.asarray(person_frame, np.int64),
-                "rotmat": np.concatenate(people["smpl_rotmat"]), "shape": np.concatenate(people["smpl_shape"]),
-                "expression": np.concatenate(people["smpl_expression"]),
-                "transl": np.concatenate(people["smpl_transl"])}
+        return {
+            "frame_name": np.asarray(names, str),
+            "c2w": np.stack(c2w),
+            "focal": np.asarray(focal, np.float32),
+            "image_hw": np.asarray(hw, np.int64),
+            "person_frame": np.asarray(person_frame, np.int64),
+            "rotmat": np.concatenate(people["smpl_rotmat"]),
+            "shape": np.concatenate(people["smpl_shape"]),
+            "expression": np.concatenate(people["smpl_expression"]),
+            "transl": np.concatenate(people["smpl_transl"]),
+        }
 
     return add, finish
 
@@ -111,10 +127,11 @@ def predicted_vertices(models: bm.BodyModels, cache: dict) -> np.ndarray:
     for a in range(0, n, CHUNK):
         b = min(n, a + CHUNK)
         pad = CHUNK - (b - a)
-        take = lambda k: np.concatenate([cache[k][a:b], np.repeat(cache[k][a:a + 1], pad, 0)])  # noqa: E731
-        verts = np.asarray(_smplx_bodies(models.smplx_neutral, take("shape"), take("expression"), take("rotmat"),
-                                         take("transl")))
-        out[a:b] = models.smplx2smpl.apply(verts[:b - a])
+        take = lambda k, a=a, b=b, pad=pad: np.concatenate([cache[k][a:b], np.repeat(cache[k][a : a + 1], pad, 0)])
+        verts = np.asarray(
+            _smplx_bodies(models.smplx_neutral, take("shape"), take("expression"), take("rotmat"), take("transl"))
+        )
+        out[a:b] = models.smplx2smpl.apply(verts[: b - a])
     return out
 
 
@@ -126,9 +143,19 @@ def gt_vertices(models: bm.BodyModels, seq, fix_quirks: bool) -> tuple[np.ndarra
     par = {k: v[f, p] for k, v in seq.params.items()}
     if seq.body == "smplx":  # RICH: gendered SMPL-X, mean hands, mapped to SMPL
         gender = _one_gender(seq)
-        world = models.smplx2smpl.apply(np.asarray(bm.smplx_gt_forward(
-            models.smplx_gendered[gender], models.hands_mean[gender], par["betas"], par["global_orient"],
-            par["body_pose"], par["transl"]), np.float32))
+        world = models.smplx2smpl.apply(
+            np.asarray(
+                bm.smplx_gt_forward(
+                    models.smplx_gendered[gender],
+                    models.hands_mean[gender],
+                    par["betas"],
+                    par["global_orient"],
+                    par["body_pose"],
+                    par["transl"],
+                ),
+                np.float32,
+            )
+        )
     else:
         pose = np.concatenate([par["global_orient"][:, None], par["body_pose"]], axis=1)
         if seq.space == "world":  # EMDB: one gendered model for the sequence
@@ -137,8 +164,9 @@ def gt_vertices(models: bm.BodyModels, seq, fix_quirks: bool) -> tuple[np.ndarra
             cam, _ = bm.smpl_forward(models.smpl["male"], par["betas"], pose, par["transl"])
             female_rows = _female_rows(seq, rows, fix_quirks)
             if len(female_rows):
-                fem, _ = bm.smpl_forward(models.smpl["female"], par["betas"][female_rows], pose[female_rows],
-                                         par["transl"][female_rows])
+                fem, _ = bm.smpl_forward(
+                    models.smpl["female"], par["betas"][female_rows], pose[female_rows], par["transl"][female_rows]
+                )
                 cam[female_rows] = fem
             return rows, cam, None
     T = seq.T_w2c[f]
@@ -256,11 +284,24 @@ def _annotations_3dpw(root: Path, out: Path, models: bm.BodyModels, progress: bo
     return annots
 
 
-def evaluate(dataset: str, root: str | Path, out: str | Path, *, body_models: str | Path,
-             checkpoint: str | Path | None = None, random_weights: str | None = None, rescore: bool = False,
-             reset_interval: int | None = None, ttt3r: bool | None = None, size: int = 512,
-             sequences: Sequence[str] | None = None, fix_quirks: bool = False, progress: bool = True,
-             on_sequence: Callable[[str], None] | None = None, print_table: bool = True) -> dict:
+def evaluate(
+    dataset: str,
+    root: str | Path,
+    out: str | Path,
+    *,
+    body_models: str | Path,
+    checkpoint: str | Path | None = None,
+    random_weights: str | None = None,
+    rescore: bool = False,
+    reset_interval: int | None = None,
+    ttt3r: bool | None = None,
+    size: int = 512,
+    sequences: Sequence[str] | None = None,
+    fix_quirks: bool = False,
+    progress: bool = True,
+    on_sequence: Callable[[str], None] | None = None,
+    print_table: bool = True,
+) -> dict:
     """Run (or resume) the human evaluation of one dataset and write OUT_DIR/metrics.json; returns its entry.
 
     reset_interval / ttt3r: None = the official value (`RESET_INTERVAL`, TTT3R on); reset_interval 0 = never.
@@ -291,20 +332,33 @@ def evaluate(dataset: str, root: str | Path, out: str | Path, *, body_models: st
         return {"size": size, "crop": True, "reset_interval": ri, "ttt3r": True if ttt3r is None else bool(ttt3r)}
 
     plan = Plan("human", dataset, seqs, settings, _collect, guarded=[root, models_root])
-    cache_dir, used = predict(plan, out, checkpoint=checkpoint, random_weights=random_weights, rescore=rescore,
-                              progress=progress, on_sequence=on_sequence)
+    cache_dir, used = predict(
+        plan,
+        out,
+        checkpoint=checkpoint,
+        random_weights=random_weights,
+        rescore=rescore,
+        progress=progress,
+        on_sequence=on_sequence,
+    )
     if not used["model"]["human3r"]:
         raise EvaluationError(f"{cache_dir}: predictions of a CUT3R model; the human benchmarks need Human3R")
     rows = {}
     for s in seqs:
         cache = load_cache(cache_path(cache_dir, s.name), CACHE_KEYS, len(s.frames))
         rows[s.name] = score_sequence(s, cache, models, dataset, used["size"], fix_quirks)
-    entry = {"task": "human", "dataset": dataset, "settings": used, "quirks": "fixed" if fix_quirks else "official",
-             "sequences_listed": [s.name for s in seqs],
-             "metrics": {k: {"name": n, "unit": u} for k, (n, u) in UNITS.items()},
-             "aggregation": "per sequence: mean over matched people rounded to 0.1 (P/R/F1 to 1 %) as the official "
-                            "log; dataset: mean of those rows weighted by matched people (n_human > 0 only)",
-             "sequences": clean(rows), "mean": clean(hm.aggregate(list(rows.values())))}
+    entry = {
+        "task": "human",
+        "dataset": dataset,
+        "settings": used,
+        "quirks": "fixed" if fix_quirks else "official",
+        "sequences_listed": [s.name for s in seqs],
+        "metrics": {k: {"name": n, "unit": u} for k, (n, u) in UNITS.items()},
+        "aggregation": "per sequence: mean over matched people rounded to 0.1 (P/R/F1 to 1 %) as the official "
+        "log; dataset: mean of those rows weighted by matched people (n_human > 0 only)",
+        "sequences": clean(rows),
+        "mean": clean(hm.aggregate(list(rows.values()))),
+    }
     write_entry(out, entry)
     if print_table:
         print(markdown_table(entry))
@@ -319,8 +373,12 @@ def markdown_table(entry: dict) -> str:
     """The metrics of one human `evaluate` entry as Markdown (mm unless stated)."""
     cols = LOCAL_COLUMNS + (GLOBAL_COLUMNS if entry["dataset"] in GLOBAL else ())
     head = " | ".join(UNITS[c][0] + (" (%)" if c in ("precision", "recall", "f1", "rte") else "") for c in cols)
-    lines = [f"### human — {entry['dataset']} ({entry['quirks']} protocol; errors in mm)", "",
-             f"| sequence | matched | {head} |", "|---|---|" + "---|" * len(cols)]
+    lines = [
+        f"### human — {entry['dataset']} ({entry['quirks']} protocol; errors in mm)",
+        "",
+        f"| sequence | matched | {head} |",
+        "|---|---|" + "---|" * len(cols),
+    ]
     for k, r in entry["sequences"].items():
         lines.append(f"| {k} | {r['n_human']} | " + " | ".join(_fmt(r[c]) for c in cols) + " |")
     m = entry["mean"]

@@ -45,19 +45,52 @@ GENDER_IDS = {"male": 1, "female": 2}
 
 # The official lists (eval/global_human/data_utils.py), in their order: the sequence order of the evaluation.
 EMDB_SEQUENCES: dict[int, tuple[str, ...]] = {
-    1: ("P8/69_outdoor_cartwheel", "P5/42_indoor_dancing", "P6/51_outdoor_dancing", "P2/23_outdoor_hug_tree",
-        "P6/49_outdoor_big_stairs_down", "P7/59_outdoor_rom", "P3/31_outdoor_workout",
-        "P3/33_outdoor_soccer_warmup_b", "P7/57_outdoor_rock_chair", "P3/32_outdoor_soccer_warmup_a",
-        "P8/64_outdoor_skateboard", "P7/60_outdoor_workout", "P6/50_outdoor_workout", "P8/68_outdoor_handstand",
-        "P9/76_outdoor_sitting", "P1/14_outdoor_climb", "P5/44_indoor_rom"),
-    2: ("P2/19_indoor_walk_off_mvs", "P3/29_outdoor_stairs_up", "P4/35_indoor_walk", "P7/55_outdoor_walk",
-        "P9/80_outdoor_walk_big_circle", "P9/77_outdoor_stairs_up", "P9/79_outdoor_walk_rectangle",
-        "P7/57_outdoor_rock_chair", "P2/24_outdoor_long_walk", "P3/30_outdoor_stairs_down",
-        "P4/36_outdoor_long_walk", "P6/49_outdoor_big_stairs_down", "P9/78_outdoor_stairs_up_down",
-        "P7/56_outdoor_stairs_up_down", "P2/20_outdoor_walk", "P3/27_indoor_walk_off_mvs",
-        "P4/37_outdoor_run_circle", "P5/40_indoor_walk_big_circle", "P6/48_outdoor_walk_downhill",
-        "P0/09_outdoor_walk", "P3/28_outdoor_walk_lunges", "P7/58_outdoor_parcours", "P7/61_outdoor_sit_lie_walk",
-        "P8/64_outdoor_skateboard", "P8/65_outdoor_walk_straight"),
+    1: (
+        "P8/69_outdoor_cartwheel",
+        "P5/42_indoor_dancing",
+        "P6/51_outdoor_dancing",
+        "P2/23_outdoor_hug_tree",
+        "P6/49_outdoor_big_stairs_down",
+        "P7/59_outdoor_rom",
+        "P3/31_outdoor_workout",
+        "P3/33_outdoor_soccer_warmup_b",
+        "P7/57_outdoor_rock_chair",
+        "P3/32_outdoor_soccer_warmup_a",
+        "P8/64_outdoor_skateboard",
+        "P7/60_outdoor_workout",
+        "P6/50_outdoor_workout",
+        "P8/68_outdoor_handstand",
+        "P9/76_outdoor_sitting",
+        "P1/14_outdoor_climb",
+        "P5/44_indoor_rom",
+    ),
+    2: (
+        "P2/19_indoor_walk_off_mvs",
+        "P3/29_outdoor_stairs_up",
+        "P4/35_indoor_walk",
+        "P7/55_outdoor_walk",
+        "P9/80_outdoor_walk_big_circle",
+        "P9/77_outdoor_stairs_up",
+        "P9/79_outdoor_walk_rectangle",
+        "P7/57_outdoor_rock_chair",
+        "P2/24_outdoor_long_walk",
+        "P3/30_outdoor_stairs_down",
+        "P4/36_outdoor_long_walk",
+        "P6/49_outdoor_big_stairs_down",
+        "P9/78_outdoor_stairs_up_down",
+        "P7/56_outdoor_stairs_up_down",
+        "P2/20_outdoor_walk",
+        "P3/27_indoor_walk_off_mvs",
+        "P4/37_outdoor_run_circle",
+        "P5/40_indoor_walk_big_circle",
+        "P6/48_outdoor_walk_downhill",
+        "P0/09_outdoor_walk",
+        "P3/28_outdoor_walk_lunges",
+        "P7/58_outdoor_parcours",
+        "P7/61_outdoor_sit_lie_walk",
+        "P8/64_outdoor_skateboard",
+        "P8/65_outdoor_walk_straight",
+    ),
 }
 
 _3DPW_KEY = re.compile(r"[^/]+/image_\d{5}\.jpg")
@@ -129,8 +162,10 @@ def _mapping(value: Any, where: str, keys: Sequence[str]) -> dict:
 def _sequence_of(value: Any, where: str, n: int | None = None) -> list:
     if not isinstance(value, (list, tuple)) or (n is not None and len(value) != n):
         length = f" of {n}" if n is not None else ""
-        raise HumanDataError(f"{where}: expected a list{length}, found {type(value).__name__} "
-                             f"of length {len(value) if isinstance(value, (list, tuple)) else '-'}")
+        raise HumanDataError(
+            f"{where}: expected a list{length}, found {type(value).__name__} "
+            f"of length {len(value) if isinstance(value, (list, tuple)) else '-'}"
+        )
     return list(value)
 
 
@@ -148,8 +183,9 @@ def _select(names: Sequence[str], only: Sequence[str] | None, what: str) -> list
         only = [only]
     unknown = [n for n in only if n not in names]
     if unknown:
-        raise HumanDataError(f"{what}: no sequence {unknown[0]!r} (known: {', '.join(list(names)[:5])}"
-                             f"{', …' if len(names) > 5 else ''})")
+        raise HumanDataError(
+            f"{what}: no sequence {unknown[0]!r} (known: {', '.join(list(names)[:5])}{', …' if len(names) > 5 else ''})"
+        )
     return [n for n in names if n in set(only)]
 
 
@@ -187,8 +223,11 @@ def _read_3dpw_raw(path: Path) -> dict[str, Any]:
     """The fields of a raw 3DPW sequence pickle that the preparation reads, their shapes checked. n persons,
     F frames: poses [n,F,72], trans [n,F,3], betas [n,10], genders [n] 'm'/'f', valid [n,F] bool,
     cam_poses [F,4,4], K [3,3]. Per-frame values are checked finite where used (valid frames)."""
-    raw = _mapping(load_pickle(path, HumanDataError, encoding="latin1"), str(path),
-                   ("poses", "trans", "betas", "genders", "cam_poses", "cam_intrinsics", "campose_valid"))
+    raw = _mapping(
+        load_pickle(path, HumanDataError, encoding="latin1"),
+        str(path),
+        ("poses", "trans", "betas", "genders", "cam_poses", "cam_intrinsics", "campose_valid"),
+    )
     genders = _sequence_of(raw["genders"], f"{path}: genders")
     if not genders:
         raise HumanDataError(f"{path}: genders: no person")
@@ -200,10 +239,18 @@ def _read_3dpw_raw(path: Path) -> dict[str, Any]:
     frames = _array(poses[0], f"{path}: poses[0]", (None, 72), False).shape[0]
     out = {
         "poses": np.stack([_array(p, f"{path}: poses[{i}]", (frames, 72), False) for i, p in enumerate(poses)]),
-        "trans": np.stack([_array(t, f"{path}: trans[{i}]", (frames, 3), False)
-                           for i, t in enumerate(_sequence_of(raw["trans"], f"{path}: trans", n))]),
-        "valid": np.stack([_array(v, f"{path}: campose_valid[{i}]", (frames,)) != 0  # the official skips == 0
-                           for i, v in enumerate(_sequence_of(raw["campose_valid"], f"{path}: campose_valid", n))]),
+        "trans": np.stack(
+            [
+                _array(t, f"{path}: trans[{i}]", (frames, 3), False)
+                for i, t in enumerate(_sequence_of(raw["trans"], f"{path}: trans", n))
+            ]
+        ),
+        "valid": np.stack(
+            [
+                _array(v, f"{path}: campose_valid[{i}]", (frames,)) != 0  # the official skips == 0
+                for i, v in enumerate(_sequence_of(raw["campose_valid"], f"{path}: campose_valid", n))
+            ]
+        ),
         "genders": genders,
         "cam_poses": _array(raw["cam_poses"], f"{path}: cam_poses", (frames, 4, 4), False),
         "K": _intrinsics(_array(raw["cam_intrinsics"], f"{path}: cam_intrinsics", (3, 3)), f"{path}: cam_intrinsics"),
@@ -225,11 +272,15 @@ def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
     differs from scipy's projection onto the nearest rotation by about as much, so it is spelled out here."""
     (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = np.moveaxis(np.asarray(R, np.float64), 0, -1)
     trace = r00 + r11 + r22
-    x = np.stack([  # x[:, i] = 4·q_i·q (xyzw), a symmetric 4×4 matrix
-        np.stack([1 + 2 * r00 - trace, r01 + r10, r02 + r20, r21 - r12], -1),
-        np.stack([r01 + r10, 1 + 2 * r11 - trace, r12 + r21, r02 - r20], -1),
-        np.stack([r02 + r20, r12 + r21, 1 + 2 * r22 - trace, r10 - r01], -1),
-        np.stack([r21 - r12, r02 - r20, r10 - r01, 1 + trace], -1)], 1)
+    x = np.stack(
+        [  # x[:, i] = 4·q_i·q (xyzw), a symmetric 4×4 matrix
+            np.stack([1 + 2 * r00 - trace, r01 + r10, r02 + r20, r21 - r12], -1),
+            np.stack([r01 + r10, 1 + 2 * r11 - trace, r12 + r21, r02 - r20], -1),
+            np.stack([r02 + r20, r12 + r21, 1 + 2 * r22 - trace, r10 - r01], -1),
+            np.stack([r21 - r12, r02 - r20, r10 - r01, 1 + trace], -1),
+        ],
+        1,
+    )
     best = np.take_along_axis(x, np.einsum("nii->ni", x).argmax(1)[:, None, None], 1)[:, 0]
     q = best / np.linalg.norm(best, axis=-1, keepdims=True)
     q *= np.where(q[:, 3:] > 0, 1.0, -1.0)  # w > 0: the shortest arc
@@ -239,8 +290,9 @@ def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
     return scale[:, None] * q[:, :3]
 
 
-def _camera_frame_params(T: np.ndarray, pose_root: np.ndarray, trans: np.ndarray, betas: np.ndarray,
-                         model: SmplModel) -> tuple[np.ndarray, np.ndarray]:
+def _camera_frame_params(
+    T: np.ndarray, pose_root: np.ndarray, trans: np.ndarray, betas: np.ndarray, model: SmplModel
+) -> tuple[np.ndarray, np.ndarray]:
     """A person's root pose [n,3] and translation [n,3] in the camera frame, from the world→camera poses
     T [n,4,4], world root pose [n,3] and translation [n,3], and shape betas [10].
 
@@ -269,13 +321,15 @@ def _prepare_3dpw_sequence(path: Path, image_dir: Path, models: dict[str, SmplMo
         trans = _finite(raw["trans"][i, frames], f"{path}: trans[{i}]")
         root, transl = _camera_frame_params(T, poses[:, :3], trans, raw["betas"][i], models[gender])
         for n, k in enumerate(frames):
-            humans.setdefault(int(k), []).append({
-                "smpl_root_pose": root[n].reshape(1, 3).astype(np.float32),
-                "smpl_body_pose": poses[n, 3:].reshape(23, 3).astype(np.float32),
-                "smpl_shape": raw["betas"][i].astype(np.float32),
-                "smpl_transl": transl[n].astype(np.float32),
-                "smpl_gender": gender,
-            })
+            humans.setdefault(int(k), []).append(
+                {
+                    "smpl_root_pose": root[n].reshape(1, 3).astype(np.float32),
+                    "smpl_body_pose": poses[n, 3:].reshape(23, 3).astype(np.float32),
+                    "smpl_shape": raw["betas"][i].astype(np.float32),
+                    "smpl_transl": transl[n].astype(np.float32),
+                    "smpl_gender": gender,
+                }
+            )
     K = raw["K"]
     annots = {}
     for k in sorted(humans):
@@ -347,13 +401,15 @@ def _3dpw_frame(key: Any, entry: Any, source: str) -> dict[str, Any]:
     for h, hum in enumerate(humans):
         w = f"{where}: humans[{h}]"
         hum = _mapping(hum, w, ("smpl_root_pose", "smpl_body_pose", "smpl_shape", "smpl_transl", "smpl_gender"))
-        persons.append({
-            "global_orient": _array(hum["smpl_root_pose"], f"{w}: smpl_root_pose", (1, 3))[0],
-            "body_pose": _array(hum["smpl_body_pose"], f"{w}: smpl_body_pose", (23, 3)),
-            "betas": _array(hum["smpl_shape"], f"{w}: smpl_shape", (10,)),
-            "transl": _array(hum["smpl_transl"], f"{w}: smpl_transl", (3,)),
-            "gender": _gender(hum["smpl_gender"], f"{w}: smpl_gender", GENDER_IDS),
-        })
+        persons.append(
+            {
+                "global_orient": _array(hum["smpl_root_pose"], f"{w}: smpl_root_pose", (1, 3))[0],
+                "body_pose": _array(hum["smpl_body_pose"], f"{w}: smpl_body_pose", (23, 3)),
+                "betas": _array(hum["smpl_shape"], f"{w}: smpl_shape", (10,)),
+                "transl": _array(hum["smpl_transl"], f"{w}: smpl_transl", (3,)),
+                "gender": _gender(hum["smpl_gender"], f"{w}: smpl_gender", GENDER_IDS),
+            }
+        )
     T = _extrinsics(_array(entry["cam_poses"], f"{where}: cam_poses", (4, 4)), f"{where}: cam_poses")
     return {"K": K, "T_w2c": T, "persons": persons}
 
@@ -390,8 +446,12 @@ def _3dpw_sequence(root: Path, seq: str, keys: list[str], annots: dict) -> Human
     n, P = len(keys), MAX_HUMANS_3DPW
     K, T = np.zeros((n, 3, 3)), np.zeros((n, 4, 4))
     mask, gender = np.zeros((n, P), bool), np.zeros((n, P), np.int8)
-    params = {"global_orient": np.zeros((n, P, 3)), "body_pose": np.zeros((n, P, 23, 3)),
-              "betas": np.zeros((n, P, 10)), "transl": np.zeros((n, P, 3))}
+    params = {
+        "global_orient": np.zeros((n, P, 3)),
+        "body_pose": np.zeros((n, P, 23, 3)),
+        "betas": np.zeros((n, P, 10)),
+        "transl": np.zeros((n, P, 3)),
+    }
     for f, key in enumerate(keys):
         frame = _3dpw_frame(key, annots[key], "3DPW annotations")
         K[f], T[f] = frame["K"], frame["T_w2c"]
@@ -424,8 +484,11 @@ def _read_emdb(path: Path, name: str) -> dict[str, Any]:
     world-frame SMPL poses_root [L,3], poses_body [L,69], betas [10], trans [L,3]."""
     if not path.is_file():
         raise HumanDataError(f"{path}: no such file (EMDB sequence {name})")
-    annot = _mapping(load_pickle(path, HumanDataError), str(path),
-                     ("gender", "name", "n_frames", "good_frames_mask", "camera", "smpl"))
+    annot = _mapping(
+        load_pickle(path, HumanDataError),
+        str(path),
+        ("gender", "name", "n_frames", "good_frames_mask", "camera", "smpl"),
+    )
     if not isinstance(annot["name"], str) or annot["name"].replace("_", "/", 1) != name:
         raise HumanDataError(f"{path}: name {annot['name']!r} is not the sequence {name!r}")
     n = annot["n_frames"]
@@ -433,15 +496,18 @@ def _read_emdb(path: Path, name: str) -> dict[str, Any]:
         raise HumanDataError(f"{path}: n_frames must be a positive integer, found {n!r}")
     mask = annot["good_frames_mask"]
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (n,):
-        raise HumanDataError(f"{path}: good_frames_mask must be a bool array of n_frames={n}, found "
-                             f"{getattr(mask, 'dtype', type(mask).__name__)} {getattr(mask, 'shape', '')}")
+        raise HumanDataError(
+            f"{path}: good_frames_mask must be a bool array of n_frames={n}, found "
+            f"{getattr(mask, 'dtype', type(mask).__name__)} {getattr(mask, 'shape', '')}"
+        )
     camera = _mapping(annot["camera"], f"{path}: camera", ("intrinsics", "extrinsics"))
     smpl = _mapping(annot["smpl"], f"{path}: smpl", ("poses_root", "poses_body", "betas", "trans"))
     return {
         "mask": mask,
         "gender": _gender(annot["gender"], f"{path}: gender", GENDER_IDS),
-        "K": _intrinsics(_array(camera["intrinsics"], f"{path}: camera.intrinsics", (3, 3)),
-                         f"{path}: camera.intrinsics"),
+        "K": _intrinsics(
+            _array(camera["intrinsics"], f"{path}: camera.intrinsics", (3, 3)), f"{path}: camera.intrinsics"
+        ),
         "betas": _array(smpl["betas"], f"{path}: smpl.betas", (10,)),
         # per frame: finite in the good frames (checked once masked)
         "T_w2c": _array(camera["extrinsics"], f"{path}: camera.extrinsics", (n, 4, 4), False),
@@ -451,8 +517,12 @@ def _read_emdb(path: Path, name: str) -> dict[str, Any]:
     }
 
 
-_EMDB_PER_FRAME = {"T_w2c": "camera.extrinsics", "poses_root": "smpl.poses_root", "poses_body": "smpl.poses_body",
-                   "trans": "smpl.trans"}
+_EMDB_PER_FRAME = {
+    "T_w2c": "camera.extrinsics",
+    "poses_root": "smpl.poses_root",
+    "poses_body": "smpl.poses_body",
+    "trans": "smpl.trans",
+}
 
 
 def _emdb_sequence(root: Path, name: str) -> HumanSequence:
@@ -463,22 +533,27 @@ def _emdb_sequence(root: Path, name: str) -> HumanSequence:
     mask = data["mask"]
     listing = _listing(folder / "images")
     if len(listing) != len(mask):
-        raise HumanDataError(f"{folder / 'images'}: {len(listing)} entries, but good_frames_mask of {pkl} has "
-                             f"{len(mask)}")
+        raise HumanDataError(
+            f"{folder / 'images'}: {len(listing)} entries, but good_frames_mask of {pkl} has {len(mask)}"
+        )
     frames = _image_files(folder / "images", [n for n, keep in zip(listing, mask) if keep])
     F = len(frames)
     good = {k: _finite(data[k][mask], f"{pkl}: {where} (good frames)") for k, where in _EMDB_PER_FRAME.items()}
     return HumanSequence(
-        name, frames,
+        name,
+        frames,
         K=np.repeat(data["K"][None], F, axis=0),
         T_w2c=_extrinsics(good["T_w2c"], f"{pkl}: camera.extrinsics"),
-        body="smpl", space="world",
+        body="smpl",
+        space="world",
         mask=np.ones((F, 1), bool),
         gender=np.full((F, 1), data["gender"], np.int8),
-        params={"global_orient": good["poses_root"][:, None],
-                "body_pose": good["poses_body"].reshape(F, 1, 23, 3),
-                "betas": np.repeat(data["betas"][None, None], F, axis=0),
-                "transl": good["trans"][:, None]},
+        params={
+            "global_orient": good["poses_root"][:, None],
+            "body_pose": good["poses_body"].reshape(F, 1, 23, 3),
+            "betas": np.repeat(data["betas"][None, None], F, axis=0),
+            "transl": good["trans"][:, None],
+        },
     )
 
 
@@ -505,7 +580,7 @@ def _read_pt(path: Path) -> dict:
 
 
 def _rich_camera_key(vid: Any, labels_path: Path) -> str:
-    """"<scene>_<int id>" for vid = "test/<scene>_<…>/cam_<id>", as the official get_annot_rich keys cameras."""
+    """ "<scene>_<int id>" for vid = "test/<scene>_<…>/cam_<id>", as the official get_annot_rich keys cameras."""
     parts = vid.split("/") if isinstance(vid, str) else []
     cam = parts[-1].split("_") if len(parts) == 3 else []
     if len(cam) != 2 or not cam[1].isdigit():
@@ -531,8 +606,9 @@ def _rich_sequence(root: Path, vid: str, label: Any, labels_path: Path, camera: 
     if not isinstance(frame_id, np.ndarray) or frame_id.dtype.kind not in "iu" or frame_id.ndim != 1:
         raise HumanDataError(f"{where}: frame_id must be a 1-D integer tensor")
     n = len(frame_id)
-    smplx = _mapping(label["gt_smplx_params"], f"{where}: gt_smplx_params",
-                     ("global_orient", "body_pose", "betas", "transl"))
+    smplx = _mapping(
+        label["gt_smplx_params"], f"{where}: gt_smplx_params", ("global_orient", "body_pose", "betas", "transl")
+    )
     shapes = {"global_orient": (n, 3), "body_pose": (n, 63), "betas": (n, 10), "transl": (n, 3)}
     params = {k: _array(smplx[k], f"{where}: gt_smplx_params.{k}", s) for k, s in shapes.items()}
     gender = _gender(label["gender"], f"{where}: gender", GENDER_IDS)
@@ -543,13 +619,20 @@ def _rich_sequence(root: Path, vid: str, label: Any, labels_path: Path, camera: 
     frames = _image_files(folder, [listing[i] for i in frame_id])
     T, K = camera
     return HumanSequence(
-        vid, frames,
-        K=np.repeat(K[None], n, axis=0), T_w2c=np.repeat(T[None], n, axis=0),
-        body="smplx", space="world",
-        mask=np.ones((n, 1), bool), gender=np.full((n, 1), gender, np.int8),
-        params={"global_orient": params["global_orient"][:, None],
-                "body_pose": params["body_pose"].reshape(n, 1, 21, 3),
-                "betas": params["betas"][:, None], "transl": params["transl"][:, None]},
+        vid,
+        frames,
+        K=np.repeat(K[None], n, axis=0),
+        T_w2c=np.repeat(T[None], n, axis=0),
+        body="smplx",
+        space="world",
+        mask=np.ones((n, 1), bool),
+        gender=np.full((n, 1), gender, np.int8),
+        params={
+            "global_orient": params["global_orient"][:, None],
+            "body_pose": params["body_pose"].reshape(n, 1, 21, 3),
+            "betas": params["betas"][:, None],
+            "transl": params["transl"][:, None],
+        },
     )
 
 
@@ -559,15 +642,18 @@ def _list_rich(root: Path, only: Sequence[str] | None) -> list[HumanSequence]:
     labels, cameras = _read_pt(labels_path), _read_pt(cameras_path)
     keys = {vid: _rich_camera_key(vid, labels_path) for vid in labels}
     names = _select(list(labels), only, str(labels_path))
-    return [_rich_sequence(root, vid, labels[vid], labels_path, _rich_camera(cameras, keys[vid], vid, cameras_path))
-            for vid in names]
+    return [
+        _rich_sequence(root, vid, labels[vid], labels_path, _rich_camera(cameras, keys[vid], vid, cameras_path))
+        for vid in names
+    ]
 
 
 # ---------------------------------------------------------------- all datasets
 
 
-def list_sequences(dataset: str, root: str | Path, *, annotations: dict | None = None,
-                   only: Sequence[str] | None = None) -> list[HumanSequence]:
+def list_sequences(
+    dataset: str, root: str | Path, *, annotations: dict | None = None, only: Sequence[str] | None = None
+) -> list[HumanSequence]:
     """The sequences of `dataset` under `root` in the official order (3dpw: sorted names; emdb: the official
     list; rich: the labels' order), restricted to `only` if given. 3dpw needs `annotations` (the prepared or
     official annotation dict)."""

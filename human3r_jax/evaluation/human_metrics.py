@@ -5,7 +5,7 @@ Facts from fanegg/Human3R@402f2b2 (read through AdrienBousquieEPFL/Human3R) ``ev
 ``batch_align_by_pelvis``, ``align_pcl``, ``first_align_joints``, ``global_align_joints``, ``compute_jpe``,
 ``compute_rte``, ``compute_jitter``, ``compute_foot_sliding``, ``eval_camcoord``, ``eval_global``, ``avg_per_human``,
 ``write_log``, ``extract_metrics``, ``calculate_averages``) and ``launch.py`` (``match_2d``, the per-frame loop of
-``eval_smpl_error``); protocol summary in spec ``evaluation.md`` §1.5–§1.7, §2, §7.
+``eval_smpl_error``).
 
 Pipeline of one sequence:
 
@@ -22,7 +22,7 @@ Pipeline of one sequence:
    ``aggregate``: the n_human-weighted mean of those rounded lines over all sequences.
 
 Units: inputs in metres; outputs in millimetres except RTE (%), jitter (10 m/s³) and P/R/F1 (%). The official
-summary labels the global block "cm" — a mislabel, the values are mm (spec §7 Q6).
+summary labels the global block "cm" — a mislabel, the values are mm.
 
 Precision: float64 by default (the official code runs in float32 torch on CPU); ``camcoord_metrics`` and
 ``global_metrics`` take ``dtype=np.float32`` to reproduce float32 arithmetic. Matching always runs in float64.
@@ -54,8 +54,24 @@ FOOT_VERTICES = (3216, 3387, 6617, 6787)  # SMPL foot vertices used by compute_f
 CAMCOORD_KEYS = ("mpjpe", "pve", "pa_mpjpe", "pa_pve", "metric_mpjpe", "metric_pve", "root_error")
 GLOBAL_KEYS = ("w_mpjpe", "wa_mpjpe", "rte", "rte_scaled", "jitter", "foot_sliding")
 # The metrics of one log line, in write_log's order (also extract_metrics' regex order).
-SUMMARY_KEYS = ("pve", "pa_pve", "metric_pve", "mpjpe", "pa_mpjpe", "metric_mpjpe", "root_error", "w_mpjpe",
-                "wa_mpjpe", "rte", "rte_scaled", "jitter", "foot_sliding", "precision", "recall", "f1")
+SUMMARY_KEYS = (
+    "pve",
+    "pa_pve",
+    "metric_pve",
+    "mpjpe",
+    "pa_mpjpe",
+    "metric_mpjpe",
+    "root_error",
+    "w_mpjpe",
+    "wa_mpjpe",
+    "rte",
+    "rte_scaled",
+    "jitter",
+    "foot_sliding",
+    "precision",
+    "recall",
+    "f1",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -88,8 +104,9 @@ def bbox_iou(p: np.ndarray, g: np.ndarray) -> float:
     return float(inter / float(area_p + area_g - inter))
 
 
-def match_2d_greedy(pred_j2d: np.ndarray, gt_j2d: np.ndarray,
-                    iou_thresh: float = 0.05) -> tuple[np.ndarray, list[int], list[int]]:
+def match_2d_greedy(
+    pred_j2d: np.ndarray, gt_j2d: np.ndarray, iou_thresh: float = 0.05
+) -> tuple[np.ndarray, list[int], list[int]]:
     """Greedy 2-D matching of predicted to GT people (official ``match_2d`` + ``match_2d_greedy``, from ROMP).
 
     pred_j2d [P, J', 2], gt_j2d [G, J, 2]; only the first J predicted joints are used (``pred[:, :J]``).
@@ -225,8 +242,14 @@ def _jpe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # Camera-frame metrics
 
 
-def camcoord_metrics(pred_j3d: np.ndarray, gt_j3d: np.ndarray, pred_v3d: np.ndarray, gt_v3d: np.ndarray,
-                     pelvis_idx: tuple[int, ...], dtype=np.float64) -> dict[str, np.ndarray]:
+def camcoord_metrics(
+    pred_j3d: np.ndarray,
+    gt_j3d: np.ndarray,
+    pred_v3d: np.ndarray,
+    gt_v3d: np.ndarray,
+    pelvis_idx: tuple[int, ...],
+    dtype=np.float64,
+) -> dict[str, np.ndarray]:
     """Per-instance camera-frame errors in mm (official ``eval_camcoord`` + ``batch_align_by_pelvis``).
 
     pred_j3d, gt_j3d [M, J, 3]; pred_v3d, gt_v3d [M, V, 3] (metres, matched pairs). The pelvis is the mean of
@@ -269,8 +292,15 @@ def _rte(gt_root: np.ndarray, pred_root: np.ndarray, fixed_scale: bool) -> np.nd
     return err / path * 1e2
 
 
-def global_metrics(pred_j3d: np.ndarray, gt_j3d: np.ndarray, pred_v3d: np.ndarray, gt_v3d: np.ndarray,
-                   window: int = 100, fps: float = 30.0, dtype=np.float64) -> dict[str, np.ndarray]:
+def global_metrics(
+    pred_j3d: np.ndarray,
+    gt_j3d: np.ndarray,
+    pred_v3d: np.ndarray,
+    gt_v3d: np.ndarray,
+    window: int = 100,
+    fps: float = 30.0,
+    dtype=np.float64,
+) -> dict[str, np.ndarray]:
     """World-frame errors of one sequence's matched frames (official ``eval_global``, subsample 1).
 
     pred_j3d, gt_j3d [F, J, 3]; pred_v3d, gt_v3d [F, 6890, 3] (metres, matched frames concatenated in frame
@@ -290,7 +320,7 @@ def global_metrics(pred_j3d: np.ndarray, gt_j3d: np.ndarray, pred_v3d: np.ndarra
     mm = 1000
     w_mpjpe, wa_mpjpe = [np.zeros(0, dtype=dtype)], [np.zeros(0, dtype=dtype)]
     for start in range(0, n_frames, window):
-        g, p = gj[start:start + window], pj[start:start + window]
+        g, p = gj[start : start + window], pj[start : start + window]
         s, r, t = umeyama(g[:2].reshape(-1, 3), p[:2].reshape(-1, 3))
         w_mpjpe.append(_jpe(g, _apply_sim3(s, r, t, p)))
         s, r, t = umeyama(g.reshape(-1, 3), p.reshape(-1, 3))
@@ -338,8 +368,9 @@ def _one_decimal(x: float) -> float:
     return float(f"{float(x):.1f}")
 
 
-def sequence_metrics(counter: dict, per_instance: dict[str, list[np.ndarray]],
-                     global_: dict[str, np.ndarray] | None) -> dict[str, float | int]:
+def sequence_metrics(
+    counter: dict, per_instance: dict[str, list[np.ndarray]], global_: dict[str, np.ndarray] | None
+) -> dict[str, float | int]:
     """One sequence's log line as the official ``write_log`` writes it, read back as numbers.
 
     counter: {"n_human": #matches, "count": #GT people, "miss": #missed GT, "fp": #false positives}, summed over

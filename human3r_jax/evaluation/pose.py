@@ -1,6 +1,6 @@
 """Official camera-pose metrics (CUT3R / TTT3R / Human3R ``eval/relpose``), one sequence at a time, through evo.
 
-Protocol (spec ``evaluation.md`` §4; facts read from AdrienBousquieEPFL/Human3R@3ad2074 ``eval/relpose``:
+Protocol (facts read from AdrienBousquieEPFL/Human3R@3ad2074 ``eval/relpose``:
 ``evo_utils.py`` ``eval_metrics`` / ``load_traj`` / ``load_sintel_traj`` / ``load_replica_traj`` /
 ``extract_metrics`` / ``calculate_averages``, ``utils.py`` ``c2w_to_tumpose`` / ``get_tum_poses``, ``launch.py``
 ``eval_pose_estimation_dist``):
@@ -122,8 +122,9 @@ def make_trajectory(tum, timestamps, name: str | None = None):
     timestamps = np.asarray(timestamps, np.float64).reshape(-1)
     if tum.ndim != 2 or tum.shape[1] != 7 or tum.shape[0] != timestamps.shape[0]:
         raise ValueError(f"expected TUM rows [N, 7] and N timestamps, got {tum.shape} and {timestamps.shape}")
-    return PoseTrajectory3D(positions_xyz=tum[:, :3], orientations_quat_wxyz=tum[:, 3:], timestamps=timestamps,
-                            name=name)
+    return PoseTrajectory3D(
+        positions_xyz=tum[:, :3], orientations_quat_wxyz=tum[:, 3:], timestamps=timestamps, name=name
+    )
 
 
 def trajectory_from_c2w(c2w, timestamps=None, name: str | None = None):
@@ -297,16 +298,26 @@ def evaluate_trajectories(traj_est, traj_ref) -> PoseMetrics:
             ate = main_ape.ape(ref, est, PoseRelation.translation_part, align=True, correct_scale=True)
             rpe = {}
             for key, rel in relations:
-                rpe[key] = main_rpe.rpe(ref, est, rel, align=True, correct_scale=True, delta=RPE_DELTA,
-                                        delta_unit=Unit.frames, rel_delta_tol=RPE_REL_DELTA_TOL, all_pairs=True)
+                rpe[key] = main_rpe.rpe(
+                    ref,
+                    est,
+                    rel,
+                    align=True,
+                    correct_scale=True,
+                    delta=RPE_DELTA,
+                    delta_unit=Unit.frames,
+                    rel_delta_tol=RPE_REL_DELTA_TOL,
+                    all_pairs=True,
+                )
     except np.linalg.LinAlgError as e:
         if _is_degenerate(e):
             return _failed(str(e), n)
         raise
     except EvoException as e:  # "Degenerate covariance rank" (GeometryException), too few poses for RPE, ...
         return _failed(str(e) if _is_degenerate(e) else f"{type(e).__name__}: {e}", n)
-    return PoseMetrics(float(ate.stats["rmse"]), float(rpe["rpe_trans"].stats["rmse"]),
-                       float(rpe["rpe_rot"].stats["rmse"]), n)
+    return PoseMetrics(
+        float(ate.stats["rmse"]), float(rpe["rpe_trans"].stats["rmse"]), float(rpe["rpe_rot"].stats["rmse"]), n
+    )
 
 
 def evaluate_sequence(pred_c2w, gt_tum, gt_timestamps, pred_timestamps=None) -> PoseMetrics:
@@ -372,5 +383,7 @@ def aggregate_sequences(results, official_rounding: bool = False) -> dict:
 
 def official_average_line(means: dict) -> str:
     """The closing line of the official ``_error_log.txt`` (5 decimals) for the means of ``aggregate_sequences``."""
-    return (f"Average ATE: {means['ate']:.5f}, Average RPE trans: {means['rpe_trans']:.5f}, "
-            f"Average RPE rot: {means['rpe_rot']:.5f}")
+    return (
+        f"Average ATE: {means['ate']:.5f}, Average RPE trans: {means['rpe_trans']:.5f}, "
+        f"Average RPE rot: {means['rpe_rot']:.5f}"
+    )

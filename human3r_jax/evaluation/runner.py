@@ -15,8 +15,9 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -82,11 +83,11 @@ class Plan:
 
     task: str
     dataset: str
-    sequences: list                      # objects with .name (str) and .frames (list of paths)
-    settings: Callable[[bool], dict]     # human3r → the run settings (size, crop, reset_interval, ttt3r, …)
+    sequences: list  # objects with .name (str) and .frames (list of paths)
+    settings: Callable[[bool], dict]  # human3r → the run settings (size, crop, reset_interval, ttt3r, …)
     collect: Callable[[Any], tuple[Callable, Callable[[], dict]]]  # sequence → (add(raw, img, res), finish() →
     #                                                               the arrays to cache)
-    guarded: Sequence = ()               # inputs the output folder must not be or lie in
+    guarded: Sequence = ()  # inputs the output folder must not be or lie in
 
 
 def cache_path(cache_dir: Path, name: str) -> Path:
@@ -94,9 +95,16 @@ def cache_path(cache_dir: Path, name: str) -> Path:
     return cache_dir / (name.replace("/", "__") + ".npz")
 
 
-def predict(plan: Plan, out: Path, *, checkpoint: str | Path | None = None, random_weights: str | None = None,
-            rescore: bool = False, progress: bool = True, on_sequence: Callable[[str], None] | None = None,
-            ) -> tuple[Path, dict]:
+def predict(
+    plan: Plan,
+    out: Path,
+    *,
+    checkpoint: str | Path | None = None,
+    random_weights: str | None = None,
+    rescore: bool = False,
+    progress: bool = True,
+    on_sequence: Callable[[str], None] | None = None,
+) -> tuple[Path, dict]:
     """Make sure every sequence of `plan` has cached predictions under OUT_DIR/<dataset>/ (running the model
     on the missing ones); returns (that folder, the settings). on_sequence(name) runs after each sequence is
     cached (a test hook)."""
@@ -105,8 +113,10 @@ def predict(plan: Plan, out: Path, *, checkpoint: str | Path | None = None, rand
     settings_file = cache_dir / "settings.json"
     previous = json.loads(settings_file.read_text()) if settings_file.is_file() else None
     if previous is not None and previous.get("task") != plan.task:
-        raise EvaluationError(f"{cache_dir}: holds {previous.get('task')} predictions of {plan.dataset}; evaluate "
-                              f"{plan.task} into another --out")
+        raise EvaluationError(
+            f"{cache_dir}: holds {previous.get('task')} predictions of {plan.dataset}; evaluate "
+            f"{plan.task} into another --out"
+        )
     model = None
     if rescore:
         if previous is None:
@@ -125,22 +135,32 @@ def predict(plan: Plan, out: Path, *, checkpoint: str | Path | None = None, rand
             model = load_model(checkpoint, None)  # an official .pth: its kind is known once converted
         human3r = is_human3r(checkpoint, random_weights, model)
         settings = {
-            "schema_version": SCHEMA_VERSION, "task": plan.task, "dataset": plan.dataset, **plan.settings(human3r),
-            "model": {"source": str(checkpoint) if checkpoint is not None else f"random weights ({random_weights})",
-                      "human3r": human3r, "random_weights": random_weights,
-                      "sha256": checkpoint_digest(checkpoint) if checkpoint is not None else None},
+            "schema_version": SCHEMA_VERSION,
+            "task": plan.task,
+            "dataset": plan.dataset,
+            **plan.settings(human3r),
+            "model": {
+                "source": str(checkpoint) if checkpoint is not None else f"random weights ({random_weights})",
+                "human3r": human3r,
+                "random_weights": random_weights,
+                "sha256": checkpoint_digest(checkpoint) if checkpoint is not None else None,
+            },
         }
         if previous is not None and previous != settings:
-            raise EvaluationError(f"{cache_dir}: its cached predictions were made with other settings or another "
-                                  f"model ({_diff(previous, settings)}); evaluate into another --out or pass "
-                                  "--rescore")
+            raise EvaluationError(
+                f"{cache_dir}: its cached predictions were made with other settings or another "
+                f"model ({_diff(previous, settings)}); evaluate into another --out or pass "
+                "--rescore"
+            )
         cache_dir.mkdir(exist_ok=True)
         export.save_json(settings_file, settings)
 
     todo = [s for s in plan.sequences if not cache_path(cache_dir, s.name).is_file()]
     if rescore and todo:
-        raise EvaluationError(f"{cache_path(cache_dir, todo[0].name)}: not cached; --rescore needs every "
-                              "sequence's predictions (run without --rescore to compute them)")
+        raise EvaluationError(
+            f"{cache_path(cache_dir, todo[0].name)}: not cached; --rescore needs every "
+            "sequence's predictions (run without --rescore to compute them)"
+        )
     if not todo:
         return cache_dir, settings
     if model is None:
@@ -148,14 +168,18 @@ def predict(plan: Plan, out: Path, *, checkpoint: str | Path | None = None, rand
 
         model = load_model(checkpoint, random_weights)
     if model.random_weights:
-        print(f"human3r-jax evaluate: RANDOM WEIGHTS ({random_weights}): this exercises the pipeline; the "
-              "metrics are meaningless.", file=sys.stderr)
+        print(
+            f"human3r-jax evaluate: RANDOM WEIGHTS ({random_weights}): this exercises the pipeline; the "
+            "metrics are meaningless.",
+            file=sys.stderr,
+        )
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(len(s.frames) for s in todo), unit="frame", desc=f"{plan.task} {plan.dataset}",
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=sum(len(s.frames) for s in todo), unit="frame", desc=f"{plan.task} {plan.dataset}", dynamic_ncols=True
+        )
     try:
         for group in _batches(todo, settings, len(jax.local_devices())):
             if bar is not None:
@@ -214,6 +238,7 @@ def _counted(add, bar):
         add(raw, img, res)
         if bar is not None:
             bar.update(1)
+
     return counted
 
 
@@ -227,11 +252,12 @@ def _batches(seqs: list, settings: dict, n: int) -> list[list]:
     by_size: dict[tuple, list] = {}
     for s in seqs:
         by_size.setdefault(eval_model_size(*open_image(s.frames[0]).size, settings["size"]), []).append(s)
-    return [g[i:i + n] for g in by_size.values() for i in range(0, len(g), n)]
+    return [g[i : i + n] for g in by_size.values() for i in range(0, len(g), n)]
 
 
-def run_frames(model, frames: Sequence[Sequence[Path]], settings: dict,
-               adds: Sequence[Callable[[Any, np.ndarray, dict], None]]) -> None:
+def run_frames(
+    model, frames: Sequence[Sequence[Path]], settings: dict, adds: Sequence[Callable[[Any, np.ndarray, dict], None]]
+) -> None:
     """Sequences of one model resolution through `reconstruct.run` together (the batch axis spread over the
     local devices; the jitted step, the official reset duplicates and pose chaining) with the evaluation's frame
     loader (settings: size, crop, reset_interval, ttt3r); `adds[j](raw, img, res)` gets sequence j's frames."""
@@ -248,9 +274,14 @@ def run_frames(model, frames: Sequence[Sequence[Path]], settings: dict,
             msg = str(e)
             raise EvaluationError(msg if str(raw.path) in msg else f"{raw.path}: {msg}") from None
 
-    run(model, [_Frames(f) for f in frames], [_Sink(a) for a in adds],
+    run(
+        model,
+        [_Frames(f) for f in frames],
+        [_Sink(a) for a in adds],
         Settings(size=size, reset_interval=settings["reset_interval"], ttt3r=settings["ttt3r"]),
-        progress=False, prep=prep)
+        progress=False,
+        prep=prep,
+    )
 
 
 def load_cache(path: Path, keys: Sequence[str], n_frames: int) -> dict:
@@ -261,8 +292,10 @@ def load_cache(path: Path, keys: Sequence[str], n_frames: int) -> dict:
     except (OSError, ValueError, KeyError) as e:
         raise EvaluationError(f"{path}: unreadable prediction cache ({e}); delete it to recompute") from None
     if len(cache["frame_name"]) != n_frames:
-        raise EvaluationError(f"{path}: caches {len(cache['frame_name'])} frames, the sequence has {n_frames}; "
-                              "the data changed since: evaluate into another --out")
+        raise EvaluationError(
+            f"{path}: caches {len(cache['frame_name'])} frames, the sequence has {n_frames}; "
+            "the data changed since: evaluate into another --out"
+        )
     return cache
 
 

@@ -1,4 +1,4 @@
-"""`human3r-jax evaluate depth|pose`: the scene benchmarks end to end (spec ``evaluation.md`` §3, §4, §5).
+"""`human3r-jax evaluate depth|pose`: the scene benchmarks end to end.
 
 For a dataset laid out as the official preparation scripts write it, every sequence is run through the same
 streaming loop as ``reconstruct`` (``reconstruct.run``: the jitted step, the official reset_interval duplicate
@@ -22,8 +22,8 @@ Layouts under ROOT (N is the frame count of the subset):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -98,8 +98,10 @@ def _subfolders(folder: Path, what: str) -> list[str]:
 
 def _paired(name: str, frames: list[Path], gt: list[Path]) -> Sequence_:
     if len(frames) != len(gt):
-        raise EvaluationError(f"{frames[0].parent}: {len(frames)} frames but {len(gt)} GT depth maps in "
-                              f"{gt[0].parent}; they must correspond one to one")
+        raise EvaluationError(
+            f"{frames[0].parent}: {len(frames)} frames but {len(gt)} GT depth maps in "
+            f"{gt[0].parent}; they must correspond one to one"
+        )
     return Sequence_(name, frames, gt)
 
 
@@ -169,8 +171,9 @@ def _pose_sequences(dataset: str, root: Path) -> list[Sequence_]:
         cams = root / "training" / "camdata_left" / seq
         if not cams.is_dir():
             raise EvaluationError(f"{cams}: no such folder")
-        out.append(Sequence_(seq, _frames(root / "training" / "final" / seq),
-                             pose_metrics.read_sintel_groundtruth(cams)))
+        out.append(
+            Sequence_(seq, _frames(root / "training" / "final" / seq), pose_metrics.read_sintel_groundtruth(cams))
+        )
     return out
 
 
@@ -178,10 +181,13 @@ def _pose_sequences(dataset: str, root: Path) -> list[Sequence_]:
 
 
 def official_defaults(task: str, human3r: bool) -> dict:
-    """The flags of the official scripts (§5): Human3R runs TTT3R, pose with reset_interval 100, depth
+    """The flags of the official evaluation launch scripts: Human3R runs TTT3R, pose with reset_interval 100, depth
     without resets, and scores depth with --align scale and metric; CUT3R is plain, depth scored with scale."""
-    return {"reset_interval": 100 if (human3r and task == "pose") else None, "ttt3r": human3r,
-            "align": ["scale", "metric"] if human3r else ["scale"]}
+    return {
+        "reset_interval": 100 if (human3r and task == "pose") else None,
+        "ttt3r": human3r,
+        "align": ["scale", "metric"] if human3r else ["scale"],
+    }
 
 
 # ---------------------------------------------------------------- running
@@ -198,8 +204,12 @@ def _collect(seq: Sequence_):
         names.append(raw.name)
 
     def finish() -> dict:
-        return {"depth": np.stack(depth), "c2w": np.stack(c2w), "focal": np.asarray(focal, np.float32),
-                "frame_name": np.asarray(names, str)}
+        return {
+            "depth": np.stack(depth),
+            "c2w": np.stack(c2w),
+            "focal": np.asarray(focal, np.float32),
+            "frame_name": np.asarray(names, str),
+        }
 
     return add, finish
 
@@ -213,11 +223,23 @@ def _require_eval_extra() -> None:
         raise EvaluationError(f"the evaluation needs {' and '.join(missing)}: pip install 'human3r-jax[eval]'")
 
 
-def evaluate(task: str, dataset: str, root: str | Path, out: str | Path, *, checkpoint: str | Path | None = None,
-             random_weights: str | None = None, rescore: bool = False, reset_interval: int | None = None,
-             ttt3r: bool | None = None, align: Sequence[str] | None = None, size: int = 512,
-             progress: bool = True, on_sequence: Callable[[str], None] | None = None,
-             print_table: bool = True) -> dict:
+def evaluate(
+    task: str,
+    dataset: str,
+    root: str | Path,
+    out: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    random_weights: str | None = None,
+    rescore: bool = False,
+    reset_interval: int | None = None,
+    ttt3r: bool | None = None,
+    align: Sequence[str] | None = None,
+    size: int = 512,
+    progress: bool = True,
+    on_sequence: Callable[[str], None] | None = None,
+    print_table: bool = True,
+) -> dict:
     """Run (or resume) the evaluation of one dataset and write OUT_DIR/metrics.json; returns its entry.
 
     reset_interval / ttt3r / align: None = the official value for the model kind (`official_defaults`);
@@ -235,13 +257,23 @@ def evaluate(task: str, dataset: str, root: str | Path, out: str | Path, *, chec
 
     def settings(human3r: bool) -> dict:
         defaults = official_defaults(task, human3r)
-        return {"size": size, "crop": task == "pose",
-                "reset_interval": defaults["reset_interval"] if reset_interval is None else (reset_interval or None),
-                "ttt3r": defaults["ttt3r"] if ttt3r is None else bool(ttt3r)}
+        return {
+            "size": size,
+            "crop": task == "pose",
+            "reset_interval": defaults["reset_interval"] if reset_interval is None else (reset_interval or None),
+            "ttt3r": defaults["ttt3r"] if ttt3r is None else bool(ttt3r),
+        }
 
     plan = Plan(task, dataset, seqs, settings, _collect, guarded=[root])
-    cache_dir, used = predict(plan, out, checkpoint=checkpoint, random_weights=random_weights, rescore=rescore,
-                              progress=progress, on_sequence=on_sequence)
+    cache_dir, used = predict(
+        plan,
+        out,
+        checkpoint=checkpoint,
+        random_weights=random_weights,
+        rescore=rescore,
+        progress=progress,
+        on_sequence=on_sequence,
+    )
     aligns = list(align) if align is not None else official_defaults(task, used["model"]["human3r"])["align"]
     entry = _score(task, dataset, seqs, cache_dir, used, aligns)
     write_entry(out, entry)
@@ -262,8 +294,10 @@ def _score(task, dataset, seqs, cache_dir, settings, aligns) -> dict:
         mean = pose_metrics.aggregate_sequences(per)
         entry["metrics"] = {k: {"name": n, "unit": u} for k, (n, u) in POSE_UNITS.items()}
         entry["aggregation"] = "plain mean over the sequences that did not fail"
-        entry["sequences"] = {k: clean({**r.as_dict(), "num_poses": r.num_poses, "failed": r.failed,
-                                        "reason": r.reason}) for k, r in per.items()}
+        entry["sequences"] = {
+            k: clean({**r.as_dict(), "num_poses": r.num_poses, "failed": r.failed, "reason": r.reason})
+            for k, r in per.items()
+        }
         entry["mean"] = clean(mean)
         return entry
     import cv2
@@ -271,19 +305,31 @@ def _score(task, dataset, seqs, cache_dir, settings, aligns) -> dict:
     caps = depth_metrics.dataset_caps(dataset)
     results = {a: {} for a in aligns}
     for s in seqs:
-        maps = [depth_data.read_sintel_dpt(p) if p.suffix == ".dpt"
-                else depth_data.read_png_depth(p, 256.0 if dataset == "kitti" else 5000.0) for p in s.gt]
+        maps = [
+            depth_data.read_sintel_dpt(p)
+            if p.suffix == ".dpt"
+            else depth_data.read_png_depth(p, 256.0 if dataset == "kitti" else 5000.0)
+            for p in s.gt
+        ]
         for p, m in zip(s.gt, maps):
             if m.shape != maps[0].shape:  # a sequence's depths are stacked, as the original does
-                raise EvaluationError(f"{p}: a {m.shape[1]}x{m.shape[0]} depth map; the sequence's first "
-                                      f"({s.gt[0].name}) is {maps[0].shape[1]}x{maps[0].shape[0]}")
+                raise EvaluationError(
+                    f"{p}: a {m.shape[1]}x{m.shape[0]} depth map; the sequence's first "
+                    f"({s.gt[0].name}) is {maps[0].shape[1]}x{maps[0].shape[0]}"
+                )
         gt = np.stack(maps)
-        pred = np.stack([cv2.resize(d, (gt.shape[2], gt.shape[1]), interpolation=cv2.INTER_CUBIC)
-                         for d in caches[s.name]["depth"]])
+        pred = np.stack(
+            [cv2.resize(d, (gt.shape[2], gt.shape[1]), interpolation=cv2.INTER_CUBIC) for d in caches[s.name]["depth"]]
+        )
         for a in aligns:
             results[a][s.name] = depth_metrics.evaluate_sequence(
-                pred, gt, align=depth_metrics.OFFICIAL_ALIGN[a], max_depth=caps.max_depth,
-                post_clip_max=caps.post_clip_max, float32_pred=gt.dtype == np.float64)
+                pred,
+                gt,
+                align=depth_metrics.OFFICIAL_ALIGN[a],
+                max_depth=caps.max_depth,
+                post_clip_max=caps.post_clip_max,
+                float32_pred=gt.dtype == np.float64,
+            )
     entry["metrics"] = {k: {"name": n, "unit": u} for k, (n, u) in DEPTH_UNITS.items()}
     entry["aggregation"] = "mean over sequences weighted by each sequence's valid-pixel count"
     entry["align"] = {}
@@ -291,7 +337,7 @@ def _score(task, dataset, seqs, cache_dir, settings, aligns) -> dict:
         try:
             mean = depth_metrics.aggregate_sequences(list(results[a].values()))
         except ZeroDivisionError:
-            mean = {k: None for k in depth_metrics.METRICS}
+            mean = dict.fromkeys(depth_metrics.METRICS)
         entry["align"][a] = {"sequences": clean(results[a]), "mean": clean(mean)}
     return entry
 
@@ -304,21 +350,32 @@ def markdown_table(entry: dict) -> str:
     """The metrics of one `evaluate` entry as Markdown."""
     lines = []
     if entry["task"] == "pose":
-        lines += [f"### pose — {entry['dataset']}", "",
-                  "| sequence | poses | ATE (m) | RPE trans (m) | RPE rot (deg) |", "|---|---|---|---|---|"]
+        lines += [
+            f"### pose — {entry['dataset']}",
+            "",
+            "| sequence | poses | ATE (m) | RPE trans (m) | RPE rot (deg) |",
+            "|---|---|---|---|---|",
+        ]
         for k, r in entry["sequences"].items():
             note = f" (failed: {r['reason']})" if r["failed"] else ""
-            lines.append(f"| {k}{note} | {r['num_poses']} | {_fmt(r['ate'])} | {_fmt(r['rpe_trans'])} | "
-                         f"{_fmt(r['rpe_rot'])} |")
+            lines.append(
+                f"| {k}{note} | {r['num_poses']} | {_fmt(r['ate'])} | {_fmt(r['rpe_trans'])} | {_fmt(r['rpe_rot'])} |"
+            )
         m = entry["mean"]
-        lines.append(f"| **mean** ({m['num_sequences']} seq.) | | {_fmt(m['ate'])} | {_fmt(m['rpe_trans'])} | "
-                     f"{_fmt(m['rpe_rot'])} |")
+        lines.append(
+            f"| **mean** ({m['num_sequences']} seq.) | | {_fmt(m['ate'])} | {_fmt(m['rpe_trans'])} | "
+            f"{_fmt(m['rpe_rot'])} |"
+        )
         return "\n".join(lines)
     cols = ("abs_rel", "sq_rel", "rmse", "log_rmse", "delta_1.25", "delta_1.25^2", "delta_1.25^3")
     head = " | ".join(f"{DEPTH_UNITS[c][0]}" + (" (m)" if c in ("sq_rel", "rmse") else "") for c in cols)
     for a, block in entry["align"].items():
-        lines += [f"### depth — {entry['dataset']} — align {a}", "", f"| sequence | valid px | {head} |",
-                  "|---|---|" + "---|" * len(cols)]
+        lines += [
+            f"### depth — {entry['dataset']} — align {a}",
+            "",
+            f"| sequence | valid px | {head} |",
+            "|---|---|" + "---|" * len(cols),
+        ]
         for k, r in block["sequences"].items():
             lines.append(f"| {k} | {r['valid_pixels']} | " + " | ".join(_fmt(r[c]) for c in cols) + " |")
         lines.append("| **weighted mean** | | " + " | ".join(_fmt(block["mean"][c]) for c in cols) + " |")

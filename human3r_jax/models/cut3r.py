@@ -1,4 +1,4 @@
-"""CUT3R: the recurrent reconstruction model and its one-frame step (spec §3).
+"""CUT3R: the recurrent reconstruction model and its one-frame step.
 
 `Cut3r.step(carry, frame, opts)` is pure: everything that crosses frames is in `Carry`.
 State updates follow the official online loops: `s ← m·w·ŝ + (1−m·w)·s` with m the frame's update
@@ -47,17 +47,17 @@ class StepOptions:
 
 
 class Frame(NamedTuple):
-    img: jax.Array     # [B, H, W, 3] float, normalised to [-1, 1]
+    img: jax.Array  # [B, H, W, 3] float, normalised to [-1, 1]
     update: jax.Array  # [B] bool: let this frame update the state
-    reset: jax.Array   # [B] bool: reset the state after this frame
+    reset: jax.Array  # [B] bool: reset the state after this frame
 
 
 class Carry(NamedTuple):
-    state: jax.Array       # [B, S, D]
-    mem: jax.Array         # [B, M, 2D]
+    state: jax.Array  # [B, S, D]
+    mem: jax.Array  # [B, M, 2D]
     state_init: jax.Array  # [B, S, D]
-    mem_init: jax.Array    # [B, M, 2D]
-    t: jax.Array           # [B] int32: frames seen
+    mem_init: jax.Array  # [B, M, 2D]
+    t: jax.Array  # [B] int32: frames seen
     after_reset: jax.Array  # [B] bool: the previous frame reset the state
     tracks: TrackState | None = None  # Human3R: the track memory (batched on axis 0)
 
@@ -91,8 +91,9 @@ def check_flags(carry: Carry, frame: Frame) -> None:
 def check_frame(carry: Carry, frame: Frame) -> None:
     """A frame entering the step (see `Frame`), against the carry's batch size."""
     check_image(frame.img)
-    chex.assert_axis_dimension(frame.img, 0, carry.state.shape[0],
-                               custom_message="frame.img: its batch size differs from the carry's")
+    chex.assert_axis_dimension(
+        frame.img, 0, carry.state.shape[0], custom_message="frame.img: its batch size differs from the carry's"
+    )
     check_flags(carry, frame)
 
 
@@ -197,25 +198,42 @@ class Cut3r(nnx.Module):
         grid_pos = self.state_positions()
         state_pos = jnp.broadcast_to(jnp.asarray(grid_pos), (b,) + grid_pos.shape)
         if taps is not None:
-            taps.update(state_in=carry.state, mem_in=carry.mem, pose_query=pose_q[:, 0], dec_embed_img=x_img,
-                        dec_in_tokens=x, dec_in_pos=x_pos, state_pos=state_pos)
-        new_state, xs, logits = self.decoder(carry.state, state_pos, x, x_pos, x_mask,
-                                             logits=su.uses_logits(opts.state_update), taps=taps)
+            taps.update(
+                state_in=carry.state,
+                mem_in=carry.mem,
+                pose_query=pose_q[:, 0],
+                dec_embed_img=x_img,
+                dec_in_tokens=x,
+                dec_in_pos=x_pos,
+                state_pos=state_pos,
+            )
+        new_state, xs, logits = self.decoder(
+            carry.state, state_pos, x, x_pos, x_mask, logits=su.uses_logits(opts.state_update), taps=taps
+        )
         x_final = xs[-1]
         new_mem = self.pose_retriever.write(carry.mem, g, x_final[:, :1])
         la, lb = self.cfg.dec_hooks
         f32 = lambda a: a.astype(jnp.float32)
-        out = self.head(f32(feat), f32(xs[la - 1][:, 1:1 + n]), f32(xs[lb - 1][:, 1:1 + n]),
-                        f32(x_final[:, :1 + n]), pos, grid, rgb=opts.rgb, cross=opts.cross, taps=taps)
+        out = self.head(
+            f32(feat),
+            f32(xs[la - 1][:, 1 : 1 + n]),
+            f32(xs[lb - 1][:, 1 : 1 + n]),
+            f32(x_final[:, : 1 + n]),
+            pos,
+            grid,
+            rgb=opts.rgb,
+            cross=opts.cross,
+            taps=taps,
+        )
         if taps is not None:
             taps.update(dec_img_final=x_final, state_candidate=new_state, mem_candidate=new_mem)
         if extra is not None:
-            out["extra_tokens"] = x_final[:, 1 + n:]
+            out["extra_tokens"] = x_final[:, 1 + n :]
         return out, new_state, new_mem, logits
 
     def update(self, carry: Carry, frame: Frame, new_state, new_mem, logits, opts: StepOptions, taps=None) -> Carry:
         """State update by the options' rule under the frame's update flag, plain memory update, then
-        resets (spec §3.8). logits: the decoder's state→image logits [B, S] (None if the rule does not read them)."""
+        resets. logits: the decoder's state→image logits [B, S] (None if the rule does not read them)."""
         check_flags(carry, frame)  # also Human3r's step and the training forward pass their flags here
         new_state, new_mem = new_state.astype(carry.state.dtype), new_mem.astype(carry.mem.dtype)
         m = frame.update.astype(jnp.float32)

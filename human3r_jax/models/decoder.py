@@ -1,4 +1,4 @@
-"""The paired image/state decoders of CUT3R (spec §3.6).
+"""The paired image/state decoders of CUT3R.
 
 Both streams are updated from the previous layer's pair, in parallel:
 S^l = StateBlock_l(S^{l-1}, memory = X^{l-1}),  X^l = ImageBlock_l(X^{l-1}, memory = S^{l-1}).
@@ -16,15 +16,19 @@ class Decoders(nnx.Module):
     def __init__(self, cfg: Cut3rConfig, *, rngs: nnx.Rngs, dtype=None):
         d = cfg.dec_embed_dim
         self.embed = nnx.Linear(cfg.enc_embed_dim, d, dtype=dtype, rngs=rngs)  # decoder_embed
-        self.img_blocks = nnx.List([
-            DecoderBlock(d, cfg.dec_num_heads, cfg.mlp_ratio, rope_base=cfg.rope_base, rngs=rngs, dtype=dtype)
-            for _ in range(cfg.dec_depth)
-        ])
+        self.img_blocks = nnx.List(
+            [
+                DecoderBlock(d, cfg.dec_num_heads, cfg.mlp_ratio, rope_base=cfg.rope_base, rngs=rngs, dtype=dtype)
+                for _ in range(cfg.dec_depth)
+            ]
+        )
         self.img_norm = layer_norm(d, rngs, dtype)
-        self.state_blocks = nnx.List([
-            DecoderBlock(d, cfg.state_dec_num_heads, cfg.mlp_ratio, rope_base=cfg.rope_base, rngs=rngs, dtype=dtype)
-            for _ in range(cfg.dec_depth)
-        ])
+        self.state_blocks = nnx.List(
+            [
+                DecoderBlock(d, cfg.state_dec_num_heads, cfg.mlp_ratio, rope_base=cfg.rope_base, rngs=rngs, dtype=dtype)
+                for _ in range(cfg.dec_depth)
+            ]
+        )
         self.state_norm = layer_norm(d, rngs, dtype)
 
     def __call__(self, state, state_pos, x, x_pos, x_mask=None, logits=False, taps=None):
@@ -32,7 +36,7 @@ class Decoders(nnx.Module):
 
         Returns (ŝ = LN(S^L) [B, S, D], [X^1, …, X^{L-1}, LN(X^L)], logits [B, S] or None): with
         `logits`, the state→image cross-attention logits averaged over layers, heads and valid keys
-        (what TTT3R's gate reads, spec §3.8; see models/state_update.py).
+        (what TTT3R's gate reads; see models/state_update.py).
         """
         xs, logit_sum = [], None
         for i, (sblk, iblk) in enumerate(zip(self.state_blocks, self.img_blocks)):

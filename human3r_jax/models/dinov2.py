@@ -1,4 +1,4 @@
-"""DINOv2 ViT, Human3R's human-prior encoder (Multi-HMR's `Dinov2Backbone`; spec §1.2, §2.3, §4.1–4.2).
+"""DINOv2 ViT, Human3R's human-prior encoder (Multi-HMR's `Dinov2Backbone`).
 
 Forward (NHWC input, already ImageNet-normalised):
 
@@ -23,8 +23,6 @@ Parameter tree (nnx.Param leaves; names follow the official ones where they exis
 """
 
 from __future__ import annotations
-
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -95,22 +93,26 @@ class Dinov2(nnx.Module):
         self.patch_embed = PatchEmbed(3, d, cfg.patch_size, rngs=rngs, dtype=dtype)
         self.cls_token = nnx.Param(1e-6 * jax.random.normal(rngs.params(), (1, 1, d), jnp.float32))
         self.pos_embed = nnx.Param(
-            0.02 * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, (1, 1 + g * g, d), jnp.float32))
-        self.blocks = nnx.List([DinoBlock(d, cfg.num_heads, cfg.mlp_ratio, rngs=rngs, dtype=dtype)
-                                for _ in range(cfg.depth)])
+            0.02 * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, (1, 1 + g * g, d), jnp.float32)
+        )
+        self.blocks = nnx.List(
+            [DinoBlock(d, cfg.num_heads, cfg.mlp_ratio, rngs=rngs, dtype=dtype) for _ in range(cfg.depth)]
+        )
         self.norm = layer_norm(d, rngs, dtype)
         # DINOv2's token for masked-image pre-training: unused here, kept so every checkpoint key has a home.
         self.mask_token = nnx.Param(jnp.zeros((1, d), jnp.float32))
 
-    def __call__(self, img, taps: Optional[dict] = None):
+    def __call__(self, img, taps: dict | None = None):
         """img [B, R, R, 3] → patch tokens [B, g², D] after the final LayerNorm (CLS dropped).
 
         `taps` (a dict) receives `dino_patch_embed` [B, g², D] and `dino_block{i}` [B, 1 + g², D].
         """
         b, h, w, c = img.shape
         if (h, w, c) != (self.img_res, self.img_res, 3):
-            raise ValueError(f"DINOv2 was built for {self.img_res}x{self.img_res}x3 inputs (its position "
-                             f"table is interpolated for that size), got {h}x{w}x{c} (HxWxC)")
+            raise ValueError(
+                f"DINOv2 was built for {self.img_res}x{self.img_res}x3 inputs (its position "
+                f"table is interpolated for that size), got {h}x{w}x{c} (HxWxC)"
+            )
         x, _ = self.patch_embed(img)
         if taps is not None:
             taps["dino_patch_embed"] = x

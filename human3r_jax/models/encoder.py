@@ -1,4 +1,4 @@
-"""CUT3R's image encoder (ViT, RoPE only) and its ray-map encoder (spec §3.2, §3.3, §3.9)."""
+"""CUT3R's image encoder (ViT, RoPE only) and its ray-map encoder."""
 
 from __future__ import annotations
 
@@ -49,14 +49,24 @@ class PatchEmbed(nnx.Module):
 class Encoder(nnx.Module):
     """Patch embedding → pre-LN ViT blocks with RoPE → LayerNorm."""
 
-    def __init__(self, cfg: Cut3rConfig, *, in_chans: int, depth: int, num_heads: int, fp16_qk: bool,
-                 rngs: nnx.Rngs, dtype=None):
+    def __init__(
+        self, cfg: Cut3rConfig, *, in_chans: int, depth: int, num_heads: int, fp16_qk: bool, rngs: nnx.Rngs, dtype=None
+    ):
         self.patch_embed = PatchEmbed(in_chans, cfg.enc_embed_dim, cfg.patch_size, rngs=rngs, dtype=dtype)
-        self.blocks = nnx.List([
-            Block(cfg.enc_embed_dim, num_heads, cfg.mlp_ratio, rope_base=cfg.rope_base, fp16_qk=fp16_qk,
-                  rngs=rngs, dtype=dtype)
-            for _ in range(depth)
-        ])
+        self.blocks = nnx.List(
+            [
+                Block(
+                    cfg.enc_embed_dim,
+                    num_heads,
+                    cfg.mlp_ratio,
+                    rope_base=cfg.rope_base,
+                    fp16_qk=fp16_qk,
+                    rngs=rngs,
+                    dtype=dtype,
+                )
+                for _ in range(depth)
+            ]
+        )
         self.norm = layer_norm(cfg.enc_embed_dim, rngs, dtype)
 
     def __call__(self, img, taps=None):
@@ -72,11 +82,19 @@ class Encoder(nnx.Module):
 
 
 def image_encoder(cfg: Cut3rConfig, rngs: nnx.Rngs, dtype=None) -> Encoder:
-    return Encoder(cfg, in_chans=3, depth=cfg.enc_depth, num_heads=cfg.enc_num_heads,
-                   fp16_qk=cfg.encoder_fp16_qk, rngs=rngs, dtype=dtype)
+    return Encoder(
+        cfg,
+        in_chans=3,
+        depth=cfg.enc_depth,
+        num_heads=cfg.enc_num_heads,
+        fp16_qk=cfg.encoder_fp16_qk,
+        rngs=rngs,
+        dtype=dtype,
+    )
 
 
 def ray_map_encoder(cfg: Cut3rConfig, rngs: nnx.Rngs, dtype=None) -> Encoder:
     """Encoder of 6-channel ray maps (origin, direction); its RoPE runs in float32."""
-    return Encoder(cfg, in_chans=6, depth=cfg.ray_enc_depth, num_heads=cfg.ray_enc_num_heads,
-                   fp16_qk=False, rngs=rngs, dtype=dtype)
+    return Encoder(
+        cfg, in_chans=6, depth=cfg.ray_enc_depth, num_heads=cfg.ray_enc_num_heads, fp16_qk=False, rngs=rngs, dtype=dtype
+    )

@@ -1,4 +1,4 @@
-"""CUT3R's output heads (spec §3.7, §3.10): pose head, `final_transform`, DPT or linear point heads,
+"""CUT3R's output heads: pose head, `final_transform`, DPT or linear point heads,
 and the output activations. Feature maps are NHWC; the heads run in float32.
 """
 
@@ -46,8 +46,9 @@ def pose_act(raw):
 
 def _conv(cin, cout, k, rngs, stride=1, bias=True):
     pad = (k - 1) // 2
-    return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                    use_bias=bias, rngs=rngs)
+    return nnx.Conv(
+        cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)), use_bias=bias, rngs=rngs
+    )
 
 
 class ConvTranspose(nnx.Module):
@@ -134,10 +135,9 @@ class DPT(nnx.Module):
     def __init__(self, cfg: Cut3rConfig, out_channels: int, *, rngs: nnx.Rngs):
         dims_in = (cfg.enc_embed_dim,) + (cfg.dec_embed_dim,) * 3
         ld, fd = cfg.dpt_layer_dims, cfg.dpt_feature_dim
-        self.reassemble = nnx.List([
-            Reassemble(dims_in[k], ld[k], mode, rngs=rngs)
-            for k, mode in enumerate(("up4", "up2", "none", "down2"))
-        ])
+        self.reassemble = nnx.List(
+            [Reassemble(dims_in[k], ld[k], mode, rngs=rngs) for k, mode in enumerate(("up4", "up2", "none", "down2"))]
+        )
         self.layer_rn = nnx.List([_conv(ld[k], fd, 3, rngs, bias=False) for k in range(4)])
         self.refinenet = nnx.List([FusionBlock(fd, rngs=rngs) for _ in range(4)])  # refinenet1..4
         self.head_conv1 = _conv(fd, fd // 2, 3, rngs)
@@ -148,8 +148,7 @@ class DPT(nnx.Module):
         """hooks: 4 token maps [B, h·w, C_k]; grid (h, w) -> raw output [B, 16h, 16w, C]."""
         h, w = grid
         layers = [
-            rn(re(t.reshape(t.shape[0], h, w, t.shape[-1])))
-            for t, re, rn in zip(hooks, self.reassemble, self.layer_rn)
+            rn(re(t.reshape(t.shape[0], h, w, t.shape[-1]))) for t, re, rn in zip(hooks, self.reassemble, self.layer_rn)
         ]
         r1, r2, r3, r4 = self.refinenet
         path = r4(layers[3])[:, : layers[2].shape[1], : layers[2].shape[2]]
@@ -170,9 +169,9 @@ class PoseAndTransform(nnx.Module):
     def __init__(self, cfg: Cut3rConfig, *, rngs: nnx.Rngs):
         d = cfg.dec_embed_dim
         self.pose_head = Mlp(d, 4 * d, 7, rngs=rngs)
-        self.final_transform = nnx.List([
-            ModulationBlock(d, cfg.dec_num_heads, 4.0, rope_base=cfg.rope_base, rngs=rngs) for _ in range(2)
-        ])
+        self.final_transform = nnx.List(
+            [ModulationBlock(d, cfg.dec_num_heads, 4.0, rope_base=cfg.rope_base, rngs=rngs) for _ in range(2)]
+        )
 
     def pose(self, pose_token):
         return self.pose_head(pose_token)

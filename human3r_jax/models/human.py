@@ -1,4 +1,4 @@
-"""Human3R's human branch (spec §4): detection on the DINOv2 grid, human prompt tokens, SMPL-X readout
+"""Human3R's human branch: detection on the DINOv2 grid, human prompt tokens, SMPL-X readout
 and the segmentation head.
 
 Under jit the number of humans is static: a frame has `max_humans` slots with a validity mask.
@@ -39,8 +39,7 @@ def squeeze_score(logits):
 
 def nms3x3(scores):
     """Keep the values equal to their 3×3 neighbourhood maximum, zero the others. scores [B, g, g]."""
-    hmax = jax.lax.reduce_window(scores, -jnp.inf, jax.lax.max, (1, 3, 3), (1, 1, 1),
-                                 ((0, 0), (1, 1), (1, 1)))
+    hmax = jax.lax.reduce_window(scores, -jnp.inf, jax.lax.max, (1, 3, 3), (1, 1, 1), ((0, 0), (1, 1), (1, 1)))
     return jnp.where(hmax == scores, scores, 0.0)
 
 
@@ -137,15 +136,14 @@ class HumanHead(nnx.Module):
         return e, pos_h
 
     def smpl(self, x_h, z_h, taps=None):
-        """Readout [X̂_h ‖ z_h] → SMPL-X parameters of each slot (spec §4.5)."""
+        """Readout [X̂_h ‖ z_h] → SMPL-X parameters of each slot."""
         r = jnp.concatenate([x_h, z_h.astype(x_h.dtype)], axis=-1)
         pose = self.decpose(r)
         shape = self.decshape(r)
         expr = self.decexpression(r)
         cam = self.deccam(x_h)
         if taps is not None:
-            taps.update(smpl_readout=r, decpose_raw=pose, decshape_raw=shape, decexpression_raw=expr,
-                        deccam_raw=cam)
+            taps.update(smpl_readout=r, decpose_raw=pose, decshape_raw=shape, decexpression_raw=expr, deccam_raw=cam)
         return {
             "smpl_rotmat": rot6d_to_rotmat((pose + self.init_body_pose[...]).reshape(pose.shape[:-1] + (N_ROT, 6))),
             "smpl_shape": shape + self.init_betas[...],

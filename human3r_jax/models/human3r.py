@@ -1,4 +1,4 @@
-"""Human3R: CUT3R plus a human-prior encoder, human prompt tokens and SMPL-X readout (spec §4.1).
+"""Human3R: CUT3R plus a human-prior encoder, human prompt tokens and SMPL-X readout.
 
 One online step:
   image → CUT3R encoder F [B, N, De]
@@ -39,7 +39,8 @@ class Human3r(Cut3r):
     def init_carry(self, batch: int = 1) -> Carry:
         carry = super().init_carry(batch)
         tracks = jax.vmap(lambda _: init_tracks(self.hcfg.track_capacity, self.hcfg.cut3r.dec_embed_dim))(
-            jnp.arange(batch))
+            jnp.arange(batch)
+        )
         return carry._replace(tracks=tracks)
 
     def prior_tokens(self, img, taps=None):
@@ -64,15 +65,22 @@ class Human3r(Cut3r):
         z_h = jnp.take_along_axis(z, idx[..., None], axis=1)
         loc = self.human.locate(z_h, idx, grid, taps)
         prompts, pos_h = self.human.prompts(z_h, feat, pos, loc, hc.img_res, (h, w), c.patch_size, taps)
-        out, new_state, new_mem, gate = self.decode(carry, feat, pos, (h, w), opts, extra=(prompts, pos_h, valid),
-                                                    taps=taps)
+        out, new_state, new_mem, gate = self.decode(
+            carry, feat, pos, (h, w), opts, extra=(prompts, pos_h, valid), taps=taps
+        )
         x_h = out.pop("extra_tokens").astype(jnp.float32)
         out.update(self.human.smpl(x_h, z_h, taps))
         tracks, ids = jax.vmap(track)(carry.tracks, x_h, valid)
         score = jnp.take_along_axis(scores.reshape(scores.shape[0], -1), idx, axis=1)
-        out.update(smpl_scores=scores[..., None], smpl_score=jnp.where(valid, score, 0.0), smpl_loc=loc,
-                   smpl_valid=valid, smpl_id=ids,
-                   n_humans=valid.sum(axis=1).astype(jnp.int32), n_detected=n_det)
+        out.update(
+            smpl_scores=scores[..., None],
+            smpl_score=jnp.where(valid, score, 0.0),
+            smpl_loc=loc,
+            smpl_valid=valid,
+            smpl_id=ids,
+            n_humans=valid.sum(axis=1).astype(jnp.int32),
+            n_detected=n_det,
+        )
         if hc.msk_head:
             out["msk"] = self.human.mask(z, grid)
         carry = self.update(carry, frame, new_state, new_mem, gate, opts, taps)._replace(tracks=tracks)

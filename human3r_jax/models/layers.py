@@ -6,8 +6,6 @@ Token tensors are [B, N, D]; RoPE positions are [B, N, 2] integer (row, col).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -34,7 +32,7 @@ def gelu(x):
 class Mlp(nnx.Module):
     """fc1 → GELU → fc2."""
 
-    def __init__(self, dim: int, hidden: int, out: Optional[int] = None, *, rngs: nnx.Rngs, dtype=None):
+    def __init__(self, dim: int, hidden: int, out: int | None = None, *, rngs: nnx.Rngs, dtype=None):
         self.fc1 = nnx.Linear(dim, hidden, dtype=dtype, rngs=rngs)
         self.fc2 = nnx.Linear(hidden, out or dim, dtype=dtype, rngs=rngs)
 
@@ -97,8 +95,9 @@ def attend(q, k, v, key_mask=None):
 class Attention(nnx.Module):
     """Multi-head self-attention with a fused qkv projection and optional 2-D RoPE."""
 
-    def __init__(self, dim: int, num_heads: int, *, rope_base: Optional[float], fp16_qk: bool = False,
-                 rngs: nnx.Rngs, dtype=None):
+    def __init__(
+        self, dim: int, num_heads: int, *, rope_base: float | None, fp16_qk: bool = False, rngs: nnx.Rngs, dtype=None
+    ):
         self.num_heads = num_heads
         self.rope_base = rope_base
         self.fp16_qk = fp16_qk
@@ -123,7 +122,7 @@ class CrossAttention(nnx.Module):
     q·(mean of k), so no attention matrix is materialised for it.
     """
 
-    def __init__(self, dim: int, num_heads: int, *, rope_base: Optional[float], rngs: nnx.Rngs, dtype=None):
+    def __init__(self, dim: int, num_heads: int, *, rope_base: float | None, rngs: nnx.Rngs, dtype=None):
         self.num_heads = num_heads
         self.rope_base = rope_base
         self.projq = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
@@ -155,8 +154,17 @@ class CrossAttention(nnx.Module):
 class Block(nnx.Module):
     """Pre-LN ViT block: x += Attn(LN x); x += MLP(LN x)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, *, rope_base: Optional[float],
-                 fp16_qk: bool = False, rngs: nnx.Rngs, dtype=None):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        *,
+        rope_base: float | None,
+        fp16_qk: bool = False,
+        rngs: nnx.Rngs,
+        dtype=None,
+    ):
         self.norm1 = layer_norm(dim, rngs, dtype)
         self.attn = Attention(dim, num_heads, rope_base=rope_base, fp16_qk=fp16_qk, rngs=rngs, dtype=dtype)
         self.norm2 = layer_norm(dim, rngs, dtype)
@@ -174,8 +182,9 @@ class DecoderBlock(nnx.Module):
     nothing for the valid ones.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, *, rope_base: Optional[float],
-                 rngs: nnx.Rngs, dtype=None):
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, *, rope_base: float | None, rngs: nnx.Rngs, dtype=None
+    ):
         self.norm1 = layer_norm(dim, rngs, dtype)
         self.attn = Attention(dim, num_heads, rope_base=rope_base, rngs=rngs, dtype=dtype)
         self.cross_attn = CrossAttention(dim, num_heads, rope_base=rope_base, rngs=rngs, dtype=dtype)
@@ -186,8 +195,9 @@ class DecoderBlock(nnx.Module):
 
     def __call__(self, x, y, xpos=None, ypos=None, x_mask=None, y_mask=None, return_logit_mean=False):
         x = x + self.attn(self.norm1(x), xpos, key_mask=x_mask)
-        out, logit_mean = self.cross_attn(self.norm2(x), self.norm_y(y), xpos, ypos, key_mask=y_mask,
-                                          return_logit_mean=return_logit_mean)
+        out, logit_mean = self.cross_attn(
+            self.norm2(x), self.norm_y(y), xpos, ypos, key_mask=y_mask, return_logit_mean=return_logit_mean
+        )
         x = x + out
         return x + self.mlp(self.norm3(x)), logit_mean
 

@@ -70,7 +70,7 @@ def unpad_image(x, height: int, width: int):
     idx = np.minimum(np.floor(np.arange(m, dtype=np.float32) * scale).astype(np.int32), s - 1)
     x = x[:, idx][:, :, idx]
     top, left = (m - height) // 2, (m - width) // 2
-    return x[:, top:top + height, left:left + width]
+    return x[:, top : top + height, left : left + width]
 
 
 def prior_intrinsics(res: int) -> np.ndarray:

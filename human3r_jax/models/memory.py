@@ -1,4 +1,4 @@
-"""The pose retriever: CUT3R's local pose memory, read before and written after the decoder (spec §3.5).
+"""The pose retriever: CUT3R's local pose memory, read before and written after the decoder.
 
 The memory holds M tokens of width 2·D (key half, value half). Reading and writing use
 DecoderBlocks without positional encoding.
@@ -30,7 +30,7 @@ class PoseRetriever(nnx.Module):
         x = jnp.concatenate([k, jnp.broadcast_to(self.masked_token[...], k.shape).astype(k.dtype)], axis=-1)
         for blk in self.read_blocks:
             x, _ = blk(x, mem)
-        return x[..., self.dim:]
+        return x[..., self.dim :]
 
     def write(self, mem, g, pose_out):
         """mem [B, M, 2D], g [B, 1, De], pose_out [B, 1, D] (normed decoder pose token) -> new memory."""

@@ -1,4 +1,4 @@
-"""2-D rotary position embedding of CroCo/CUT3R (spec §3.3).
+"""2-D rotary position embedding of CroCo/CUT3R.
 
 A head of width d is split in two halves: the first rotated with the row coordinate, the second
 with the column coordinate. Inside a half, channel j is paired with channel j + d/4 (rotate-half

@@ -1,5 +1,4 @@
-"""The SMPL-X body model (spec §5) and Human3R's placement of bodies in camera and world frames
-(spec §4.6).
+"""The SMPL-X body model and Human3R's placement of bodies in camera and world frames.
 
 SMPL-X maps shape β, expression ψ and per-joint rotations θ to a mesh by linear blend skinning:
 
@@ -49,10 +48,29 @@ HEAD = 15  # Human3R's person centre: `smpl_transl` is this joint's camera-frame
 # Vertices read off as extra joints, in the order smplx appends them: nose, right eye, left eye,
 # right ear, left ear; left big toe, small toe, heel; right big toe, small toe, heel; left then
 # right fingertips (thumb, index, middle, ring, pinky). These are facts of the SMPL-X mesh topology.
-EXTRA_JOINT_VERTICES = (9120, 9929, 9448, 616, 6,
-                        5770, 5780, 8846, 8463, 8474, 8635,
-                        5361, 4933, 5058, 5169, 5286,
-                        8079, 7669, 7794, 7905, 8022)
+EXTRA_JOINT_VERTICES = (
+    9120,
+    9929,
+    9448,
+    616,
+    6,
+    5770,
+    5780,
+    8846,
+    8463,
+    8474,
+    8635,
+    5361,
+    4933,
+    5058,
+    5169,
+    5286,
+    8079,
+    7669,
+    7794,
+    7905,
+    8022,
+)
 
 # The shape space of the official files: v1.1 stores 300 identity then 100 expression components;
 # v1.0 stores 10 + 10 (the smplx package reads the latter layout for any file with < 400).
@@ -67,11 +85,22 @@ class SmplxError(Human3rError):
     """A missing or unsuitable SMPL-X model file, or inputs the body model cannot take."""
 
 
-@functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor",
-                                "lbs_weights", "faces", "extra_joint_vertices", "lmk_faces_idx",
-                                "lmk_bary_coords"],
-                   meta_fields=["parents"])
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "v_template",
+        "shapedirs",
+        "exprdirs",
+        "posedirs",
+        "J_regressor",
+        "lbs_weights",
+        "faces",
+        "extra_joint_vertices",
+        "lmk_faces_idx",
+        "lmk_bary_coords",
+    ],
+    meta_fields=["parents"],
+)
 @dataclasses.dataclass(frozen=True)
 class SmplxModel:
     """An SMPL-X model (Human3R's: the neutral one) as a pytree (V = 10475 vertices, F faces, K = 55 joints)."""
@@ -112,15 +141,21 @@ def _resolve(path: Path, name: str) -> Path:
         for c in candidates:
             if c.is_file():
                 return c
-        raise SmplxError(f"no SMPL-X model in {path}: looked for {' and '.join(map(str, candidates))}. "
-                         f"{name} comes from the official site {SMPLX_URL} "
-                         "(models_smplx_v1_1.zip, licence required)")
+        raise SmplxError(
+            f"no SMPL-X model in {path}: looked for {' and '.join(map(str, candidates))}. "
+            f"{name} comes from the official site {SMPLX_URL} "
+            "(models_smplx_v1_1.zip, licence required)"
+        )
     if not path.is_file():
-        raise SmplxError(f"{path}: no such file. {name} comes from the official site "
-                         f"{SMPLX_URL} (models_smplx_v1_1.zip, licence required)")
+        raise SmplxError(
+            f"{path}: no such file. {name} comes from the official site "
+            f"{SMPLX_URL} (models_smplx_v1_1.zip, licence required)"
+        )
     if path.suffix != ".npz":
-        raise SmplxError(f"{path}: expected the .npz release of SMPL-X ({name}); "
-                         ".pkl files are not read because unpickling can run code")
+        raise SmplxError(
+            f"{path}: expected the .npz release of SMPL-X ({name}); "
+            ".pkl files are not read because unpickling can run code"
+        )
     return path
 
 
@@ -135,8 +170,7 @@ def _stored_gender(npz, path: Path) -> str | None:
     if g is None:
         return None
     if g.dtype.kind not in "US" or g.size != 1:
-        raise SmplxError(f"{path}: entry 'gender' has dtype {g.dtype} and shape {g.shape}; "
-                         "expected one string")
+        raise SmplxError(f"{path}: entry 'gender' has dtype {g.dtype} and shape {g.shape}; expected one string")
     g = g.reshape(())[()]
     return (g.decode("latin1") if isinstance(g, bytes) else str(g)).strip().lower()
 
@@ -150,8 +184,9 @@ def _check_shape(path: Path, key: str, a: np.ndarray, shape: tuple, what: str = 
         raise SmplxError(f"{path}: entry '{key}' has shape {a.shape}; SMPL-X expects {want}{what}")
 
 
-def load_smplx(path: str | Path, num_betas: int = 10, num_expression: int = 10,
-               dtype=jnp.float32, gender: str = "neutral") -> SmplxModel:
+def load_smplx(
+    path: str | Path, num_betas: int = 10, num_expression: int = 10, dtype=jnp.float32, gender: str = "neutral"
+) -> SmplxModel:
     """Read the SMPL-X model of `gender` from `SMPLX_<GENDER>.npz` (or a directory holding
     `smplx/SMPLX_<GENDER>.npz` or `SMPLX_<GENDER>.npz`), keeping the first `num_betas` identity and
     `num_expression` expression components (Human3R: neutral, 10 and 10; BEDLAM ground truth: 11 betas;
@@ -164,8 +199,10 @@ def load_smplx(path: str | Path, num_betas: int = 10, num_expression: int = 10,
         raise SmplxError(f"load_smplx: gender {gender!r}; expected one of {', '.join(GENDERS)}")
     name = f"SMPLX_{gender.upper()}.npz"
     path = _resolve(Path(path), name)
-    asked, source = ("Human3R uses the neutral" if gender == "neutral" else f"asked for the {gender}",
-                     f"({name} from {SMPLX_URL})")
+    asked, source = (
+        "Human3R uses the neutral" if gender == "neutral" else f"asked for the {gender}",
+        f"({name} from {SMPLX_URL})",
+    )
     other = {"NEUTRAL", "MALE", "FEMALE"} & set(re.split(r"[^A-Z]+", path.stem.upper())) - {gender.upper()}
     if other:
         what = "gendered" if gender == "neutral" else "/".join(sorted(other)).lower()
@@ -174,18 +211,33 @@ def load_smplx(path: str | Path, num_betas: int = 10, num_expression: int = 10,
         stored = _stored_gender(npz, path)
         if stored is not None and stored != gender:
             raise SmplxError(f"{path}: entry 'gender' is {stored!r}; {asked} SMPL-X model {source}")
-        required = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "kintree_table",
-                    "weights", "lmk_faces_idx", "lmk_bary_coords")
+        required = (
+            "v_template",
+            "f",
+            "shapedirs",
+            "posedirs",
+            "J_regressor",
+            "kintree_table",
+            "weights",
+            "lmk_faces_idx",
+            "lmk_bary_coords",
+        )
         missing = [k for k in required if k not in npz.files]
         if missing:
-            raise SmplxError(f"{path}: missing entries {missing}; this is not an SMPL-X model file "
-                             f"(SMPLX_NEUTRAL.npz from {SMPLX_URL})")
+            raise SmplxError(
+                f"{path}: missing entries {missing}; this is not an SMPL-X model file "
+                f"(SMPLX_NEUTRAL.npz from {SMPLX_URL})"
+            )
         a = {k: read_entry(npz, path, k, SmplxError) for k in required}
 
     V, K = NUM_VERTICES, NUM_JOINTS
-    _check_shape(path, "v_template", a["v_template"], (V, 3),
-                 f" (a {a['v_template'].shape[0]}-vertex mesh: SMPL and SMPL+H have 6890)"
-                 if a["v_template"].ndim == 2 else "")
+    _check_shape(
+        path,
+        "v_template",
+        a["v_template"],
+        (V, 3),
+        f" (a {a['v_template'].shape[0]}-vertex mesh: SMPL and SMPL+H have 6890)" if a["v_template"].ndim == 2 else "",
+    )
     _check_shape(path, "f", a["f"], (None, 3))
     _check_shape(path, "shapedirs", a["shapedirs"], (V, 3, None))
     _check_shape(path, "posedirs", a["posedirs"], (V, 3, (K - 1) * 9))
@@ -201,11 +253,15 @@ def load_smplx(path: str | Path, num_betas: int = 10, num_expression: int = 10,
     elif n_dirs == 2 * _V10_SHAPE_SPACE:
         n_shape, n_expr, expr_start = _V10_SHAPE_SPACE, _V10_SHAPE_SPACE, _V10_SHAPE_SPACE
     else:
-        raise SmplxError(f"{path}: entry 'shapedirs' has {n_dirs} components; SMPL-X v1.1 has "
-                         f"{_SHAPE_SPACE} shape + {_EXPRESSION_SPACE} expression = 400 (v1.0: 10 + 10)")
+        raise SmplxError(
+            f"{path}: entry 'shapedirs' has {n_dirs} components; SMPL-X v1.1 has "
+            f"{_SHAPE_SPACE} shape + {_EXPRESSION_SPACE} expression = 400 (v1.0: 10 + 10)"
+        )
     if not (0 < num_betas <= n_shape and 0 < num_expression <= n_expr):
-        raise SmplxError(f"{path}: asked for {num_betas} betas and {num_expression} expression "
-                         f"coefficients; 'shapedirs' holds {n_shape} and {n_expr}")
+        raise SmplxError(
+            f"{path}: asked for {num_betas} betas and {num_expression} expression "
+            f"coefficients; 'shapedirs' holds {n_shape} and {n_expr}"
+        )
 
     f = a["f"].astype(np.int64)
     if f.min() < 0 or f.max() >= V:
@@ -221,7 +277,7 @@ def load_smplx(path: str | Path, num_betas: int = 10, num_expression: int = 10,
     return SmplxModel(
         v_template=jnp.asarray(a["v_template"], dtype),
         shapedirs=jnp.asarray(a["shapedirs"][:, :, :num_betas], dtype),
-        exprdirs=jnp.asarray(a["shapedirs"][:, :, expr_start:expr_start + num_expression], dtype),
+        exprdirs=jnp.asarray(a["shapedirs"][:, :, expr_start : expr_start + num_expression], dtype),
         posedirs=jnp.asarray(a["posedirs"], dtype),
         J_regressor=jnp.asarray(a["J_regressor"], dtype),
         lbs_weights=jnp.asarray(a["weights"], dtype),
@@ -243,7 +299,7 @@ def human3r_to_smplx_order(rotmats: jax.Array) -> jax.Array:
     return jnp.concatenate([rotmats[:, :22], rotmats[:, 52:53], eyes, rotmats[:, 22:52]], axis=1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tree_levels(parents: tuple[int, ...]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """(joints, their parents) grouped by depth below the root, so that the kinematic chain is
     composed one depth at a time (10 batched steps for SMPL-X instead of 54 sequential ones)."""
@@ -260,10 +316,11 @@ def _tree_levels(parents: tuple[int, ...]) -> tuple[tuple[np.ndarray, np.ndarray
 def _smplx_rotmats(fn: str, rotmats, dtype) -> jax.Array:
     """[B, 55, 3, 3] in SMPL-X order from either accepted layout."""
     rotmats = jnp.asarray(rotmats, dtype)
-    if rotmats.ndim != 4 or rotmats.shape[1] not in (NUM_JOINTS, NUM_HUMAN3R_ROTATIONS) \
-            or rotmats.shape[2:] != (3, 3):
-        raise SmplxError(f"{fn}: rotmats has shape {list(rotmats.shape)}; expected [B, 55, 3, 3] "
-                         "(SMPL-X order) or [B, 53, 3, 3] (Human3R's order)")
+    if rotmats.ndim != 4 or rotmats.shape[1] not in (NUM_JOINTS, NUM_HUMAN3R_ROTATIONS) or rotmats.shape[2:] != (3, 3):
+        raise SmplxError(
+            f"{fn}: rotmats has shape {list(rotmats.shape)}; expected [B, 55, 3, 3] "
+            "(SMPL-X order) or [B, 53, 3, 3] (Human3R's order)"
+        )
     if rotmats.shape[1] == NUM_HUMAN3R_ROTATIONS:
         rotmats = human3r_to_smplx_order(rotmats)
     return rotmats
@@ -300,8 +357,11 @@ def smplx_forward(model: SmplxModel, betas, expression, rotmats) -> SmplxOutput:
     B = _check_batch("smplx_forward", betas=betas, expression=expression, rotmats=rotmats)
 
     # Rest mesh with identity and expression blend shapes, and the rest joints regressed from it.
-    v_shaped = (model.v_template + _einsum("bl,vcl->bvc", betas, model.shapedirs)
-                + _einsum("bl,vcl->bvc", expression, model.exprdirs))
+    v_shaped = (
+        model.v_template
+        + _einsum("bl,vcl->bvc", betas, model.shapedirs)
+        + _einsum("bl,vcl->bvc", expression, model.exprdirs)
+    )
     J = _einsum("kv,bvc->bkc", model.J_regressor, v_shaped)  # [B, K, 3]
 
     # Pose correctives, linear in the deviation of each non-root rotation from the rest pose.
@@ -331,7 +391,7 @@ def smplx_forward(model: SmplxModel, betas, expression, rotmats) -> SmplxOutput:
     return SmplxOutput(vertices, joints)
 
 
-# ---------------------------------------------------------------- placement (spec §4.6)
+# ---------------------------------------------------------------- placement
 
 
 def place_in_camera(body: SmplxOutput, root_rotmat, transl) -> SmplxOutput:
@@ -349,7 +409,7 @@ def place_in_camera(body: SmplxOutput, root_rotmat, transl) -> SmplxOutput:
     _check_trailing("place_in_camera", "root_rotmat", R, (3, 3))
     _check_trailing("place_in_camera", "transl", t, (3,))
     _check_batch("place_in_camera", vertices=body.vertices, root_rotmat=R, transl=t)
-    head = body.joints[:, HEAD:HEAD + 1]
+    head = body.joints[:, HEAD : HEAD + 1]
 
     def place(x):
         return _einsum("bij,bnj->bni", R, x - head) + t[:, None]

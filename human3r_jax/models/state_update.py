@@ -27,12 +27,12 @@ import jax.numpy as jnp
 
 
 class Context(NamedTuple):
-    state: jax.Array          # [B, S, D] the state before this frame
-    candidate: jax.Array      # [B, S, D] the decoders' new state ŝ (same dtype as the state)
+    state: jax.Array  # [B, S, D] the state before this frame
+    candidate: jax.Array  # [B, S, D] the decoders' new state ŝ (same dtype as the state)
     logits: jax.Array | None  # [B, S] state→image cross-attention logits, mean over layers, heads and
-                              # valid keys (float32); None unless the rule declares `needs_logits`
-    first: jax.Array          # [B] bool: first frame of a segment (t == 0 or right after a reset)
-    t: jax.Array              # [B] int32: frames seen before this one (resets do not restart it)
+    # valid keys (float32); None unless the rule declares `needs_logits`
+    first: jax.Array  # [B] bool: first frame of a segment (t == 0 or right after a reset)
+    t: jax.Array  # [B] int32: frames seen before this one (resets do not restart it)
 
 
 Rule = Callable[[Context], jax.Array]

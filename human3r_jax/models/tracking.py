@@ -1,4 +1,4 @@
-"""Online multi-person tracking (spec §4.7) as a pure, jit-able function on fixed-size buffers.
+"""Online multi-person tracking as a pure, jit-able function on fixed-size buffers.
 
 Each frame's human tokens (decoder outputs, one per detected human) are matched to a track memory
 with SuperGlue-style log-space Sinkhorn (dustbin score −10, 20 iterations), a mutual-argmax test

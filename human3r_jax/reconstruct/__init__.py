@@ -24,6 +24,17 @@ from human3r_jax.reconstruct.settings import CHECKPOINT_HELP, LoadedModel, Setti
 from human3r_jax.reconstruct.writer import SequenceWriter
 
 __all__ = [
-    "CHECKPOINT_HELP", "Job", "LoadedModel", "SequenceWriter", "Settings", "check_settings", "first_frame_size",
-    "load_model", "prepare", "preprocess_frame", "reconstruct", "run", "run_job",
+    "CHECKPOINT_HELP",
+    "Job",
+    "LoadedModel",
+    "SequenceWriter",
+    "Settings",
+    "check_settings",
+    "first_frame_size",
+    "load_model",
+    "prepare",
+    "preprocess_frame",
+    "reconstruct",
+    "run",
+    "run_job",
 ]

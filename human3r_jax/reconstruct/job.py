@@ -24,13 +24,18 @@ class Job:
     """What a run will read and write, checked before any model is loaded."""
 
     sources: list[FrameSource]
-    outs: list[Path]                         # the final output folder of each source
-    targets: dict[Path, Path]                # final folder → where the run writes (itself, or <out>.partial)
+    outs: list[Path]  # the final output folder of each source
+    targets: dict[Path, Path]  # final folder → where the run writes (itself, or <out>.partial)
     groups: dict[tuple[int, int], list[int]]  # model resolution (W, H) → sources run together
 
 
-def prepare(inputs: Sequence[str | Path], out_dir: str | Path, settings: Settings = _DEFAULT_SETTINGS,
-            overwrite: bool = False, protect: Sequence[str | Path] = ()) -> Job:
+def prepare(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    settings: Settings = _DEFAULT_SETTINGS,
+    overwrite: bool = False,
+    protect: Sequence[str | Path] = (),
+) -> Job:
     """Check the inputs (each source's first frame is decoded and preprocessed) and the output
     folders, and plan the batches; nothing is written.
 
@@ -61,16 +66,23 @@ def prepare(inputs: Sequence[str | Path], out_dir: str | Path, settings: Setting
     return Job(sources, outs, targets, groups)
 
 
-def run_job(job: Job, model: LoadedModel, settings: Settings = _DEFAULT_SETTINGS, smplx=None, on_frame=None,
-            progress: bool = True) -> list[Path]:
+def run_job(
+    job: Job,
+    model: LoadedModel,
+    settings: Settings = _DEFAULT_SETTINGS,
+    smplx=None,
+    on_frame=None,
+    progress: bool = True,
+) -> list[Path]:
     """Run a prepared job: each group of sources as one batch, each output written as it goes."""
     for o, target in job.targets.items():
         if target != o and target.exists():
             outputs.remove_own(target, "reconstruction")  # left by an earlier interrupted --overwrite run
     for members in job.groups.values():
         outs = [job.outs[j] for j in members]
-        writers = [SequenceWriter(job.targets[o], model, settings, job.sources[j], smplx)
-                   for j, o in zip(members, outs)]
+        writers = [
+            SequenceWriter(job.targets[o], model, settings, job.sources[j], smplx) for j, o in zip(members, outs)
+        ]
         complete, error, timing = False, None, {}
         try:
             timing = run(model, [job.sources[j] for j in members], writers, settings, smplx, on_frame, progress)
@@ -90,14 +102,24 @@ def run_job(job: Job, model: LoadedModel, settings: Settings = _DEFAULT_SETTINGS
                 if complete:
                     outputs.replace_dir(job.targets[o], o)
                 else:
-                    print(f"{o}: the earlier output is kept as it was; this run's frames are in {job.targets[o]}",
-                          file=sys.stderr)
+                    print(
+                        f"{o}: the earlier output is kept as it was; this run's frames are in {job.targets[o]}",
+                        file=sys.stderr,
+                    )
     return job.outs
 
 
-def reconstruct(inputs: Sequence[str | Path], out_dir: str | Path, model: LoadedModel,
-                settings: Settings = _DEFAULT_SETTINGS, smplx=None, overwrite: bool = False, on_frame=None,
-                progress: bool = True, protect: Sequence[str | Path] = ()) -> list[Path]:
+def reconstruct(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    model: LoadedModel,
+    settings: Settings = _DEFAULT_SETTINGS,
+    smplx=None,
+    overwrite: bool = False,
+    on_frame=None,
+    progress: bool = True,
+    protect: Sequence[str | Path] = (),
+) -> list[Path]:
     """Reconstruct each input into out_dir (or out_dir/<input name> for several inputs); see `prepare`."""
     job = prepare(inputs, out_dir, settings, overwrite, protect)
     return run_job(job, model, settings, smplx, on_frame, progress)

@@ -58,9 +58,16 @@ def _mesh_and_sharding(batch: int):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
 
 
-def run(model: LoadedModel, sources: Sequence[FrameSource], writers: Sequence[SequenceWriter], settings: Settings,
-        smplx=None, on_frame: Callable[[int, dict], None] | None = None, progress: bool = True,
-        prep: Callable | None = None) -> dict:
+def run(
+    model: LoadedModel,
+    sources: Sequence[FrameSource],
+    writers: Sequence[SequenceWriter],
+    settings: Settings,
+    smplx=None,
+    on_frame: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+    prep: Callable | None = None,
+) -> dict:
     """Run sequences of one model resolution together (batch axis = sequence). Returns timing.
 
     Each writer's `add(raw, img, res)` gets its sequence's frames (see `SequenceWriter.add`), as does
@@ -109,14 +116,23 @@ def run(model: LoadedModel, sources: Sequence[FrameSource], writers: Sequence[Se
             frame = Frame(put(imgs), put(update), put(reset))
             t0 = time.perf_counter()
             carry, out = runtime.step(model.graphdef, params, carry, frame, opts)
-            raw_c2w, c2w, focal, world = _frame_geometry(out["camera_pose"], out["pts3d_in_self_view"],
-                                                         jnp.asarray(base))
+            raw_c2w, c2w, focal, world = _frame_geometry(
+                out["camera_pose"], out["pts3d_in_self_view"], jnp.asarray(base)
+            )
             verts = _bodies_world(smplx, out, c2w) if (smplx is not None and model.humans) else None
             if reset[0]:  # the official duplicate: same frame, fresh state, outputs dropped
                 duplicate = Frame(frame.img, frame.update, put(~reset))
                 carry, _ = runtime.step(model.graphdef, params, carry, duplicate, opts)
-            res = jax.device_get({**{k: out[k] for k in _FETCHED if k in out}, "c2w": c2w, "raw_c2w": raw_c2w,
-                                  "focal": focal, "world": world, **({"verts": verts} if verts is not None else {})})
+            res = jax.device_get(
+                {
+                    **{k: out[k] for k in _FETCHED if k in out},
+                    "c2w": c2w,
+                    "raw_c2w": raw_c2w,
+                    "focal": focal,
+                    "world": world,
+                    **({"verts": verts} if verts is not None else {}),
+                }
+            )
             forward.append(time.perf_counter() - t0)
             if reset[0]:
                 base = np.einsum("bij,bjk->bik", base, res["raw_c2w"]).astype(np.float32)
@@ -124,9 +140,13 @@ def run(model: LoadedModel, sources: Sequence[FrameSource], writers: Sequence[Se
             for j in range(b):
                 if not live[j]:
                     continue
-                r = {"c2w": res["c2w"][j], "intrinsics": runtime.intrinsics(res["focal"][j:j + 1], h, w)[0],
-                     "depth": res["pts3d_in_self_view"][j, ..., 2], "conf": res["conf_self"][j],
-                     "pts3d_world": res["world"][j]}
+                r = {
+                    "c2w": res["c2w"][j],
+                    "intrinsics": runtime.intrinsics(res["focal"][j : j + 1], h, w)[0],
+                    "depth": res["pts3d_in_self_view"][j, ..., 2],
+                    "conf": res["conf_self"][j],
+                    "pts3d_world": res["world"][j],
+                }
                 if model.humans:
                     r.update({k: res[k][j] for k in _HUMAN_KEYS})
                     if "verts" in res:
@@ -148,9 +168,12 @@ def run(model: LoadedModel, sources: Sequence[FrameSource], writers: Sequence[Se
             bar.close()
     steady = i - 1  # frames after the first (compiling) one
     wall = time.perf_counter() - (t_first or t_start)
-    return {"frames": i, "first_frame_s": (t_first or t_start) - t_start,
-            "forward_s_per_frame": float(np.mean(forward[1:])) if steady > 0 else None,
-            "end_to_end_s_per_frame": wall / steady if steady > 0 else None}
+    return {
+        "frames": i,
+        "first_frame_s": (t_first or t_start) - t_start,
+        "forward_s_per_frame": float(np.mean(forward[1:])) if steady > 0 else None,
+        "end_to_end_s_per_frame": wall / steady if steady > 0 else None,
+    }
 
 
 def _humans_str(res, live):

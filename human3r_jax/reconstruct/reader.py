@@ -58,7 +58,8 @@ class _Reader:
                     raise InputError(
                         f"{self.source.path}: {raw.name} is {raw.image.size[0]}x{raw.image.size[1]} and gives a "
                         f"{img.shape[1]}x{img.shape[0]} model input, the first frame {shape[1]}x{shape[0]}: the "
-                        "frames of one sequence must share a size (resize them, or split the folder)")
+                        "frames of one sequence must share a size (resize them, or split the folder)"
+                    )
                 while not self.stop.is_set():
                     try:
                         self.q.put((raw, img), timeout=0.1)
@@ -68,7 +69,7 @@ class _Reader:
                 if self.stop.is_set():
                     return
             self.q.put(self._END)
-        except BaseException as e:  # noqa: BLE001  handed to the consumer, which raises it
+        except BaseException as e:  # handed to the consumer, which raises it
             self.q.put(e)
 
     def __iter__(self):

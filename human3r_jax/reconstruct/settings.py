@@ -16,18 +16,19 @@ CHECKPOINT_HELP = (
     "get an official checkpoint (Hugging Face hub, faneggg/human3r: human3r_896L.pth, human3r_672S.pth, …; "
     "CUT3R: cut3r_512_dpt_4_64.pth from the CUT3R release), convert it once with "
     "`human3r-jax convert FILE.pth DIR` and pass --checkpoint DIR (a .pth also works, converted on the fly); "
-    "or try the pipeline with --random-weights (meaningless output)")
+    "or try the pipeline with --random-weights (meaningless output)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    size: int = 512                    # 512 (long side) or 224 (square crop), as the official load_images
+    size: int = 512  # 512 (long side) or 224 (square crop), as the official load_images
     reset_interval: int | None = None  # official reset_interval (duplicate frame after each reset)
     ttt3r: bool = False
     subsample: int = 1
     max_frames: int | None = None
-    conf_threshold: float = 1.5        # points kept in scene.glb (the demo's vis_threshold)
-    glb_frame: int | None = None       # frame whose bodies go into scene.glb (default: last with people)
+    conf_threshold: float = 1.5  # points kept in scene.glb (the demo's vis_threshold)
+    glb_frame: int | None = None  # frame whose bodies go into scene.glb (default: last with people)
     points_per_frame: int = 5000
     max_points: int = 1_000_000
     state_update: su.Rule | None = None  # a state-update rule of your own (models/state_update.py); overrides ttt3r
@@ -61,8 +62,9 @@ class LoadedModel:
         return isinstance(self.cfg, Human3rConfig)
 
 
-def load_model(checkpoint: str | Path | None = None, random_weights: str | None = None,
-               max_humans: int | None = None) -> LoadedModel:
+def load_model(
+    checkpoint: str | Path | None = None, random_weights: str | None = None, max_humans: int | None = None
+) -> LoadedModel:
     """A converted checkpoint directory, an official .pth (converted in memory), or random weights."""
     if checkpoint is None and random_weights is None:
         raise InputError(f"no model given: {CHECKPOINT_HELP}")

@@ -74,11 +74,14 @@ class SequenceWriter:
         """The whole-sequence files, then meta.json last (an interruption in between leaves the
         meta.json that says the folder is incomplete)."""
         f = len(self.names)
-        summary = {"frame_index": np.asarray(self.indices, np.int64), "frame_name": np.asarray(self.names, str),
-                   "time": np.asarray(self.times, np.float64),
-                   "c2w": np.asarray(self.c2w, np.float32).reshape(f, 4, 4),
-                   "intrinsics": np.asarray(self.k, np.float32).reshape(f, 3, 3),
-                   "image_size": np.asarray(self.hw or (0, 0), np.int64)}
+        summary = {
+            "frame_index": np.asarray(self.indices, np.int64),
+            "frame_name": np.asarray(self.names, str),
+            "time": np.asarray(self.times, np.float64),
+            "c2w": np.asarray(self.c2w, np.float32).reshape(f, 4, 4),
+            "intrinsics": np.asarray(self.k, np.float32).reshape(f, 3, 3),
+            "image_size": np.asarray(self.hw or (0, 0), np.int64),
+        }
         if self.model.humans:
             summary.update(self._human_summary(f))
         export.save_npz(self.out / "reconstruction.npz", summary)
@@ -92,27 +95,40 @@ class SequenceWriter:
                 meshes = [(v, np.asarray(self.smplx.faces), export.track_colour(i)) for v, i in zip(verts, ids)]
             cams = [(c, k, self.hw) for c, k in zip(summary["c2w"], summary["intrinsics"])]
             export.save_glb(self.out / "scene.glb", self.points, self.colours, cams, meshes)
-        export.save_json(self.out / "meta.json", self._meta(complete, error, timing,
-                                                            "complete" if complete else "stopped"))
+        export.save_json(
+            self.out / "meta.json", self._meta(complete, error, timing, "complete" if complete else "stopped")
+        )
 
     def _meta(self, complete: bool, error: str | None, timing: dict, state: str) -> dict:
         return {
-            "schema_version": export.SCHEMA_VERSION, "complete": complete, "state": state, "error": error,
-            "frames": len(self.names), "input": str(self.source.path), "input_kind": self.source.kind,
-            "input_fps": self.source.fps, "settings": dataclasses.asdict(self.settings), "model": self.model.source,
+            "schema_version": export.SCHEMA_VERSION,
+            "complete": complete,
+            "state": state,
+            "error": error,
+            "frames": len(self.names),
+            "input": str(self.source.path),
+            "input_kind": self.source.kind,
+            "input_fps": self.source.fps,
+            "settings": dataclasses.asdict(self.settings),
+            "model": self.model.source,
             "model_config": ckpt.config_to_json(self.model.cfg),
             "random_weights": self.model.random_weights,
             "note": "RANDOM WEIGHTS: the output is meaningless" if self.model.random_weights else None,
-            "smplx": self.smplx is not None, "glb_bodies_frame": None if self.bodies is None else self.bodies[0],
-            "timing": timing, "files": {"frames": export.FRAME_KEYS, "reconstruction.npz": export.SUMMARY_KEYS},
+            "smplx": self.smplx is not None,
+            "glb_bodies_frame": None if self.bodies is None else self.bodies[0],
+            "timing": timing,
+            "files": {"frames": export.FRAME_KEYS, "reconstruction.npz": export.SUMMARY_KEYS},
         }
 
     def _human_summary(self, f: int) -> dict:
         """[F, S, …] arrays gathered back from the per-frame files (nothing kept in memory meanwhile)."""
         s = self.model.cfg.max_humans
-        out = {"smpl_valid": np.zeros((f, s), bool),
-               **{k: np.full((f, s, *p.shape), p.empty, p.dtype) for k, p in export.PERSON_FIELDS.items()},
-               "smpl_transl_world": np.zeros((f, s, 3), np.float32), "n_detected": np.zeros(f, np.int64)}
+        out = {
+            "smpl_valid": np.zeros((f, s), bool),
+            **{k: np.full((f, s, *p.shape), p.empty, p.dtype) for k, p in export.PERSON_FIELDS.items()},
+            "smpl_transl_world": np.zeros((f, s, 3), np.float32),
+            "n_detected": np.zeros(f, np.int64),
+        }
         for i in range(f):
             with np.load(self.out / "frames" / f"{i:06d}.npz") as z:
                 n = len(z["smpl_id"])

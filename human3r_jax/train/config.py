@@ -33,7 +33,7 @@ class ConfigError(Human3rError):
     """A config file or override that cannot be used."""
 
 
-# The official parameter groups (spec §4.8), as configs/human3r_bedlam.py writes them out.
+# The official parameter groups, as configs/human3r_bedlam.py writes them out.
 # Updated by AdamW: the prompt generator, the SMPL-X heads, the mask head and the prior's padding token.
 TRAINABLE = (
     r"^human\.(mlp_fuse|decpose|decshape|decexpression|deccam|mlp_msk)\.",
@@ -41,15 +41,22 @@ TRAINABLE = (
 )
 # The official `_is_frozen` modules: gradients flow through them and count in the clip norm; not updated.
 FIXED = (
-    r"^decoder\.", r"^state_embed\.", r"^pose_token$", r"^register_tokens$", r"^pose_retriever\.",
+    r"^decoder\.",
+    r"^state_embed\.",
+    r"^pose_token$",
+    r"^register_tokens$",
+    r"^pose_retriever\.",
     r"^head\.(dpt_self|dpt_cross|dpt_rgb|final_transform|pose_head)\.",
 )
 # No gradient: the encoders, DINOv2, the detection MLPs, the prior's mean-pose buffers and the input
 # padding tokens. `masked_smpl_token` is here although the official optimizer lists it: it is only used
 # detached, so torch's AdamW never changes it.
 FROZEN = (
-    r"^encoder\.", r"^ray_encoder\.", r"^backbone\.",
-    r"^human\.(mlp_classif|mlp_offset)\.", r"^human\.init_(body_pose|betas|betas_kid|cam|expression)$",
+    r"^encoder\.",
+    r"^ray_encoder\.",
+    r"^backbone\.",
+    r"^human\.(mlp_classif|mlp_offset)\.",
+    r"^human\.init_(body_pose|betas|betas_kid|cam|expression)$",
     r"^(masked_img_token|masked_ray_map_token|mhmr_masked_img_token|masked_smpl_token)$",
 )
 
@@ -60,18 +67,18 @@ FIXED_GRADS = ("accumulate", "fresh", "ignore")
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # model and initialisation
-    model: str = "human3r_896L"            # a Human3R preset (human3r_jax.config.preset)
-    init_cut3r: str | None = None          # CUT3R: converted checkpoint dir or the official .pth
-    init_multihmr: str | None = None       # Multi-HMR .pt (DINOv2 backbone + detection MLPs)
-    init: str | None = None                # or: a converted Human3R checkpoint dir (all weights)
-    random_init: bool = False              # tests and smoke runs: random weights, no files
-    smplx: str | None = None               # SMPL-X: SMPLX_NEUTRAL.npz or a folder holding it
+    model: str = "human3r_896L"  # a Human3R preset (human3r_jax.config.preset)
+    init_cut3r: str | None = None  # CUT3R: converted checkpoint dir or the official .pth
+    init_multihmr: str | None = None  # Multi-HMR .pt (DINOv2 backbone + detection MLPs)
+    init: str | None = None  # or: a converted Human3R checkpoint dir (all weights)
+    random_init: bool = False  # tests and smoke runs: random weights, no files
+    smplx: str | None = None  # SMPL-X: SMPLX_NEUTRAL.npz or a folder holding it
     # what trains: regexes over the dotted parameter paths; every parameter in exactly one group
-    trainable_params: tuple = TRAINABLE    # updated by AdamW
-    fixed_params: tuple = FIXED            # not updated; their gradients count in the clip norm
-    frozen_params: tuple = FROZEN          # no gradient
+    trainable_params: tuple = TRAINABLE  # updated by AdamW
+    fixed_params: tuple = FIXED  # not updated; their gradients count in the clip norm
+    frozen_params: tuple = FROZEN  # no gradient
     # data
-    data_root: str | None = None           # preprocessed BEDLAM (or synthetic) root
+    data_root: str | None = None  # preprocessed BEDLAM (or synthetic) root
     split: str = "Training"
     num_views: int = 4
     max_humans: int = 10
@@ -89,26 +96,26 @@ class TrainConfig:
     b1: float = 0.9
     b2: float = 0.95
     clip_norm: float = 1.0
-    fixed_grads: str = "accumulate"        # the decoders' gradients in the clip norm: "accumulate" (the
-                                           # original: never zeroed), "fresh" (this step's), "ignore"
+    fixed_grads: str = "accumulate"  # the decoders' gradients in the clip norm: "accumulate" (the
+    # original: never zeroed), "fresh" (this step's), "ignore"
     conf_alpha: float = 0.2
-    compute_dtype: str = "bfloat16"        # or "float32"; parameters, heads and losses stay float32
-    remat: bool = True                     # rematerialise each view's decoder pass in the backward
-    data_parallel: bool = True             # shard the batch over all local devices
+    compute_dtype: str = "bfloat16"  # or "float32"; parameters, heads and losses stay float32
+    remat: bool = True  # rematerialise each view's decoder pass in the backward
+    data_parallel: bool = True  # shard the batch over all local devices
     # evaluation: the official test set (1000 samples of the Test split at 512×288, seed 42) before
     # training, every eval_every steps and at the end; the best (median loss) is exported
-    eval_every: int = 500                  # steps (one official epoch); 0: no evaluation
+    eval_every: int = 500  # steps (one official epoch); 0: no evaluation
     eval_samples: int = 1000
     eval_split: str = "Test"
-    eval_resolution: tuple = (512, 288)    # (W, H)
+    eval_resolution: tuple = (512, 288)  # (W, H)
     eval_seed: int = 42
     # run
     seed: int = 0
     workdir: str = "runs/human3r"
-    max_steps: int | None = None           # stop early (the schedule still spans all epochs)
-    save_every: int = 500                  # steps (500 = one official epoch)
-    keep: int = 3                          # most recent checkpoints kept ...
-    keep_period: int | None = 2500         # ... plus every keep_period-th step (5 epochs)
+    max_steps: int | None = None  # stop early (the schedule still spans all epochs)
+    save_every: int = 500  # steps (500 = one official epoch)
+    keep: int = 3  # most recent checkpoints kept ...
+    keep_period: int | None = 2500  # ... plus every keep_period-th step (5 epochs)
     log_every: int = 20
 
     @property
@@ -156,7 +163,7 @@ def _parse_value(field: dataclasses.Field, text: str, key: str):
         value = float(value)
     if t is tuple and isinstance(value, list):
         value = tuple(tuple(x) if isinstance(x, list) else x for x in value)
-    if t is not None and not isinstance(value, t) or (t is int and isinstance(value, bool)):
+    if (t is not None and not isinstance(value, t)) or (t is int and isinstance(value, bool)):
         raise ConfigError(f"--set {key}={text}: expected {field.type}")
     return value
 
@@ -195,8 +202,10 @@ def _text(v) -> bool:
 
 
 def _count(lo: int, optional: bool = False):
-    return ((lambda v, c: (optional and v is None) or (_int(v) and v >= lo)),
-            f"must be an integer at least {lo}" + (" or None" if optional else ""))
+    return (
+        (lambda v, c: (optional and v is None) or (_int(v) and v >= lo)),
+        f"must be an integer at least {lo}" + (" or None" if optional else ""),
+    )
 
 
 def _choice(options):
@@ -215,8 +224,7 @@ def _patch(c: TrainConfig) -> int:
 
 def _size(v, c: TrainConfig) -> bool:
     """(W, H): positive multiples of the patch size (the encoder's token grid; the crops take any size)."""
-    return (isinstance(v, tuple) and len(v) == 2
-            and all(_int(x) and x > 0 and x % _patch(c) == 0 for x in v))
+    return isinstance(v, tuple) and len(v) == 2 and all(_int(x) and x > 0 and x % _patch(c) == 0 for x in v)
 
 
 def _bad_regex(p) -> str | None:
@@ -232,11 +240,13 @@ def _bad_regex(p) -> str | None:
 
 def _patterns(key: str, least: int):
     """A tuple of at least `least` regexes; the message names the first bad pattern."""
+
     def need(c: TrainConfig) -> str:
         v = getattr(c, key)
         bad = next((why for why in map(_bad_regex, v) if why), None) if isinstance(v, tuple) else None
-        return (f"must be a tuple of at least {least} regular expression(s) over the dotted parameter paths"
-                + (f": {bad}" if bad else ""))
+        return f"must be a tuple of at least {least} regular expression(s) over the dotted parameter paths" + (
+            f": {bad}" if bad else ""
+        )
 
     return (lambda v, c: isinstance(v, tuple) and len(v) >= least and not any(map(_bad_regex, v))), need
 
@@ -251,10 +261,14 @@ RULES = {
     "model": _choice(tuple(HUMAN3R_PRESETS)),
     "init_cut3r": PATH,
     "init_multihmr": PATH,
-    "init": ((lambda v, c: v is None or (_text(v) and not (c.init_cut3r or c.init_multihmr))),
-             "must be a path or None, and not set with init_cut3r or init_multihmr (its alternative)"),
-    "random_init": ((lambda v, c: isinstance(v, bool) and not (v and (c.init or c.init_cut3r or c.init_multihmr))),
-                    "must be True or False; True takes no init, init_cut3r or init_multihmr"),
+    "init": (
+        (lambda v, c: v is None or (_text(v) and not (c.init_cut3r or c.init_multihmr))),
+        "must be a path or None, and not set with init_cut3r or init_multihmr (its alternative)",
+    ),
+    "random_init": (
+        (lambda v, c: isinstance(v, bool) and not (v and (c.init or c.init_cut3r or c.init_multihmr))),
+        "must be True or False; True takes no init, init_cut3r or init_multihmr",
+    ),
     "smplx": PATH,
     "trainable_params": _patterns("trainable_params", 1),
     "fixed_params": _patterns("fixed_params", 0),
@@ -263,12 +277,16 @@ RULES = {
     "split": _choice(tuple(SPLITS)),
     "num_views": _count(2),
     "max_humans": _count(1),
-    "resolutions": ((lambda v, c: isinstance(v, tuple) and len(v) > 0 and all(_size(r, c) for r in v)),
-                    _sizes_need("a non-empty tuple of (W, H) pairs")),
+    "resolutions": (
+        (lambda v, c: isinstance(v, tuple) and len(v) > 0 and all(_size(r, c) for r in v)),
+        _sizes_need("a non-empty tuple of (W, H) pairs"),
+    ),
     "aug_crop": _count(0),
     "batch_size": _count(1),
-    "samples_per_epoch": ((lambda v, c: _int(v) and v >= c.batch_size),
-                          "must be an integer at least batch_size ({c.batch_size}): one step per epoch"),
+    "samples_per_epoch": (
+        (lambda v, c: _int(v) and v >= c.batch_size),
+        "must be an integer at least batch_size ({c.batch_size}): one step per epoch",
+    ),
     "prefetch": _count(0),
     "epochs": _count(1),
     "warmup_epochs": ((lambda v, c: _real(v) and 0 <= v <= c.epochs), "must be a number in [0, epochs={c.epochs}]"),
@@ -284,9 +302,13 @@ RULES = {
     "remat": FLAG,
     "data_parallel": FLAG,
     "eval_every": _count(0),
-    "eval_samples": ((lambda v, c: _int(v) and v >= (c.batch_size if c.eval_every else 1)),
-                     ("must be an integer at least 1, and at least one batch (batch_size={c.batch_size}) when "
-                      "eval_every > 0; set eval_every=0 to train without evaluation")),
+    "eval_samples": (
+        (lambda v, c: _int(v) and v >= (c.batch_size if c.eval_every else 1)),
+        (
+            "must be an integer at least 1, and at least one batch (batch_size={c.batch_size}) when "
+            "eval_every > 0; set eval_every=0 to train without evaluation"
+        ),
+    ),
     "eval_split": _choice(tuple(SPLITS)),
     "eval_resolution": (_size, _sizes_need("one (W, H) pair")),
     "eval_seed": _count(0),

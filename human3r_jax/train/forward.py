@@ -1,4 +1,4 @@
-"""Human3R's training forward over a multi-view sample (the official `_forward_impl`, spec §4.1/§4.8).
+"""Human3R's training forward over a multi-view sample (the official `_forward_impl`).
 
 Differences from the online step, all as in the official training:
   * slots come from the ground-truth head cells (targets.human_targets), not from detections;
@@ -83,8 +83,7 @@ def train_forward(model: Human3r, batch, tgt, remat: bool = False):
 
     def view_step(carry, x):
         feat_i, pos_i, e_i, pe_i, zh_i, mask_i = x
-        out, new_state, new_mem, gate = model.decode(carry, feat_i, pos_i, (h, w), TRAIN_STEP,
-                                                     extra=(e_i, pe_i, None))
+        out, new_state, new_mem, gate = model.decode(carry, feat_i, pos_i, (h, w), TRAIN_STEP, extra=(e_i, pe_i, None))
         x_h = out.pop("extra_tokens").astype(jnp.float32)
         out.update(model.human.smpl(x_h, zh_i))
         frame = Frame(img=None, update=mask_i, reset=jnp.zeros_like(mask_i))

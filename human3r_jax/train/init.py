@@ -30,11 +30,11 @@ class TrainError(Human3rError, RuntimeError):
 
 
 class InitialParams(NamedTuple):
-    graphdef: Any       # the model's structure (parameters merge back into it in the step)
-    trainable: dict     # {path: float32 array}, updated
-    fixed: dict         # not updated; gradients in the clip norm
-    frozen: dict        # no gradient
-    fingerprint: str    # of fixed + frozen: checked on resume
+    graphdef: Any  # the model's structure (parameters merge back into it in the step)
+    trainable: dict  # {path: float32 array}, updated
+    fixed: dict  # not updated; gradients in the clip norm
+    frozen: dict  # no gradient
+    fingerprint: str  # of fixed + frozen: checked on resume
 
 
 def model_config(cfg: TrainConfig) -> Human3rConfig:
@@ -44,8 +44,10 @@ def model_config(cfg: TrainConfig) -> Human3rConfig:
 def check_init_files(cfg: TrainConfig) -> None:
     """The initialisation is chosen and its files exist (seconds, before anything slow)."""
     if not (cfg.random_init or cfg.init or (cfg.init_cut3r and cfg.init_multihmr)):
-        raise TrainError("set init_cut3r and init_multihmr (the official initialisation), or init "
-                         "(a converted Human3R checkpoint), or random_init=True")
+        raise TrainError(
+            "set init_cut3r and init_multihmr (the official initialisation), or init "
+            "(a converted Human3R checkpoint), or random_init=True"
+        )
     for key in ("init_cut3r", "init_multihmr", "init"):
         path = getattr(cfg, key)
         if path and not Path(path).exists():

@@ -1,4 +1,4 @@
-"""The official training losses (spec §6; src/dust3r/losses.py), as pure functions of arrays.
+"""The official training losses (`src/dust3r/losses.py` of the official code), as pure functions of arrays.
 
 total = ConfLoss(Regr3DPoseBatchList(L21, '?avg_dis'), α=0.2) + RGBLoss(MSE) + SMPLLoss(L1)
 
@@ -19,8 +19,19 @@ from human3r_jax.geometry import project
 from human3r_jax.models.smplx import SmplxModel, bodies_in_camera
 
 EPS = 1e-3  # Regr3DPose's eps: norm-factor floor and confidence-log floor
-SMPL_WEIGHTS = {"scores": 0.1, "msk": 1.0, "rotmat": 1.0, "shape": 0.1, "transl": 1.0, "j3d": 1.0, "v3d": 1.0,
-                "cj3d": 1.0, "cv3d": 1.0, "j2d": 0.01, "v2d": 0.01}
+SMPL_WEIGHTS = {
+    "scores": 0.1,
+    "msk": 1.0,
+    "rotmat": 1.0,
+    "shape": 0.1,
+    "transl": 1.0,
+    "j3d": 1.0,
+    "v3d": 1.0,
+    "cj3d": 1.0,
+    "cv3d": 1.0,
+    "j2d": 0.01,
+    "v2d": 0.01,
+}
 
 
 # ---------------------------------------------------------------- input checks
@@ -30,13 +41,30 @@ F32, BOOL = jnp.float32, jnp.bool_
 # M slots, G prior grid, R padded square, J joints, N vertices, P = 53 Human3R rotations, S = 10 predicted
 # betas), digits literal sizes and * any size. The heads and losses run in float32 whatever the compute dtype.
 BATCH_AXES = {"img": ("BVHW3", F32), "valid": ("BVHW", BOOL), "img_mask": ("BV", BOOL), "K": ("BV33", F32)}
-TARGET_AXES = {"smpl_mask": ("BVM", BOOL), "pts_self": ("BVHW3", F32), "pts_cross": ("BVHW3", F32),
-               "score_map": ("BVGG", F32), "smpl_rotmat": ("BVMP33", F32), "smpl_betas": ("BVM*", F32),
-               "smpl_transl": ("BVM3", F32), "smpl_pelvis": ("BVM3", F32), "smpl_j3d": ("BVMJ3", F32),
-               "smpl_v3d": ("BVMN3", F32), "smpl_j2d": ("BVMJ2", F32), "smpl_v2d": ("BVMN2", F32)}
-PRED_AXES = {"pts3d_in_self_view": ("BVHW3", F32), "pts3d_in_other_view": ("BVHW3", F32), "rgb": ("BVHW3", F32),
-             "smpl_rotmat": ("BVMP33", F32), "smpl_shape": ("BVMS", F32), "smpl_expression": ("BVM*", F32),
-             "smpl_transl": ("BVM3", F32), "smpl_scores": ("BVGG", F32)}
+TARGET_AXES = {
+    "smpl_mask": ("BVM", BOOL),
+    "pts_self": ("BVHW3", F32),
+    "pts_cross": ("BVHW3", F32),
+    "score_map": ("BVGG", F32),
+    "smpl_rotmat": ("BVMP33", F32),
+    "smpl_betas": ("BVM*", F32),
+    "smpl_transl": ("BVM3", F32),
+    "smpl_pelvis": ("BVM3", F32),
+    "smpl_j3d": ("BVMJ3", F32),
+    "smpl_v3d": ("BVMN3", F32),
+    "smpl_j2d": ("BVMJ2", F32),
+    "smpl_v2d": ("BVMN2", F32),
+}
+PRED_AXES = {
+    "pts3d_in_self_view": ("BVHW3", F32),
+    "pts3d_in_other_view": ("BVHW3", F32),
+    "rgb": ("BVHW3", F32),
+    "smpl_rotmat": ("BVMP33", F32),
+    "smpl_shape": ("BVMS", F32),
+    "smpl_expression": ("BVM*", F32),
+    "smpl_transl": ("BVM3", F32),
+    "smpl_scores": ("BVGG", F32),
+}
 # The confidence and pose terms (training only), and the mask head's output when the model has one.
 PRED_POSE_AXES = {"conf_self": ("BVHW", F32), "conf": ("BVHW", F32), "camera_pose": ("BV7", F32)}
 TARGET_POSE_AXES = {"pose_t": ("BV3", F32), "pose_q": ("BV4", F32)}
@@ -90,8 +118,9 @@ def norm_factor(gt_self, gt_cross, valid, conf_self, conf_cross):
     w_self = jnp.clip(jnp.log(jax.lax.stop_gradient(conf_self)), EPS, None)
     w_cross = jnp.clip(jnp.log(jax.lax.stop_gradient(conf_cross)), EPS, None)
     w = jnp.where(valid, w_self, 0) + jnp.where(valid, w_cross, 0)
-    d = (jnp.where(valid, w_self, 0) * jnp.linalg.norm(jnp.where(valid[..., None], gt_self, 0), axis=-1)
-         + jnp.where(valid, w_cross, 0) * jnp.linalg.norm(jnp.where(valid[..., None], gt_cross, 0), axis=-1))
+    d = jnp.where(valid, w_self, 0) * jnp.linalg.norm(jnp.where(valid[..., None], gt_self, 0), axis=-1) + jnp.where(
+        valid, w_cross, 0
+    ) * jnp.linalg.norm(jnp.where(valid[..., None], gt_cross, 0), axis=-1)
     axes = tuple(range(1, valid.ndim))
     f = d.sum(axes) / (w.sum(axes) + 1e-8)
     return jnp.clip(jnp.clip(f, 1e-8, None), EPS, None)
@@ -121,8 +150,12 @@ def pointmap_loss(pred, tgt, valid, img_mask, alpha: float = 0.2):
     cross_terms = conf_regression(pred["pts3d_in_other_view"], pred["conf"], tgt["pts_cross"], valid, f, alpha)
     pose = pose_loss(pred["camera_pose"], tgt["pose_t"], tgt["pose_q"], f, img_mask[:, -1])
     total = 2.0 * jnp.concatenate([self_terms, cross_terms]).mean() + pose
-    return total, {"pts_self": self_terms.mean(), "pts_cross": cross_terms.mean(), "pose": pose,
-                   "norm_factor": f.mean()}
+    return total, {
+        "pts_self": self_terms.mean(),
+        "pts_cross": cross_terms.mean(),
+        "pose": pose,
+        "norm_factor": f.mean(),
+    }
 
 
 def rgb_loss(pred_rgb, img):
@@ -140,7 +173,7 @@ def focal_loss(pred, gt, select):
     pos = (gt == 1) & sel
     neg = (gt < 1) & sel
     pos_l = jnp.where(pos, jnp.log(pred + 1e-7) * (1 - pred) ** 2, 0).sum()
-    neg_l = jnp.where(neg, jnp.log(1 - pred + 1e-7) * pred ** 2 * (1 - gt) ** 4, 0).sum()
+    neg_l = jnp.where(neg, jnp.log(1 - pred + 1e-7) * pred**2 * (1 - gt) ** 4, 0).sum()
     n_pos = pos.sum().astype(pred.dtype)
     return jnp.where(n_pos > 0, -(pos_l + neg_l) / jnp.maximum(n_pos, 1), -neg_l)
 
@@ -165,12 +198,22 @@ def predicted_bodies(body_model: SmplxModel, pred, K):
     betas = pred["smpl_shape"].reshape(n, -1)
     # The 10 predicted betas on an 11-beta model: a zero 11th coefficient is the 10-beta model.
     betas = jnp.pad(betas, ((0, 0), (0, body_model.num_betas - betas.shape[-1])))
-    body = bodies_in_camera(body_model, betas, pred["smpl_expression"].reshape(n, -1),
-                            pred["smpl_rotmat"].reshape(n, 53, 3, 3), pred["smpl_transl"].reshape(n, 3))
+    body = bodies_in_camera(
+        body_model,
+        betas,
+        pred["smpl_expression"].reshape(n, -1),
+        pred["smpl_rotmat"].reshape(n, 53, 3, 3),
+        pred["smpl_transl"].reshape(n, 3),
+    )
     verts, joints = (x.reshape(b, v, m, -1, 3) for x in body)
     Km = jnp.broadcast_to(K[:, :, None], (b, v, m, 3, 3))
-    return {"j3d": joints, "v3d": verts, "pelvis": joints[..., 0, :], "j2d": project(joints, Km),
-            "v2d": project(verts, Km)}
+    return {
+        "j3d": joints,
+        "v3d": verts,
+        "pelvis": joints[..., 0, :],
+        "j2d": project(joints, Km),
+        "v2d": project(verts, Km),
+    }
 
 
 def smpl_loss(body_model: SmplxModel, pred, tgt, img_mask, hw):
@@ -183,7 +226,8 @@ def smpl_loss(body_model: SmplxModel, pred, tgt, img_mask, hw):
     mask = img_mask[:, :, None] & tgt["smpl_mask"]
     bodies = predicted_bodies(body_model, pred, tgt["K"])
     scores = jax.lax.stop_gradient(
-        per_view(lambda p, g, s: focal_loss(p, g, s), pred["smpl_scores"], tgt["score_map"], img_mask).mean())
+        per_view(lambda p, g, s: focal_loss(p, g, s), pred["smpl_scores"], tgt["score_map"], img_mask).mean()
+    )
     terms = {"scores": scores}
     if "msk" in pred:
         terms["msk"] = per_view(bce, pred["msk"], tgt["msk"], img_mask).mean()
@@ -191,8 +235,12 @@ def smpl_loss(body_model: SmplxModel, pred, tgt, img_mask, hw):
     terms["shape"] = l1_per_view(pred["smpl_shape"][..., :10], tgt["smpl_betas"][..., :10], mask).mean()
     terms["transl"] = l1_per_view(pred["smpl_transl"], tgt["smpl_transl"], mask).mean()
     rel = lambda x, p: x - p[..., None, :]
-    terms["j3d"] = l1_per_view(rel(bodies["j3d"], bodies["pelvis"]), rel(tgt["smpl_j3d"], tgt["smpl_pelvis"]), mask).mean()
-    terms["v3d"] = l1_per_view(rel(bodies["v3d"], bodies["pelvis"]), rel(tgt["smpl_v3d"], tgt["smpl_pelvis"]), mask).mean()
+    terms["j3d"] = l1_per_view(
+        rel(bodies["j3d"], bodies["pelvis"]), rel(tgt["smpl_j3d"], tgt["smpl_pelvis"]), mask
+    ).mean()
+    terms["v3d"] = l1_per_view(
+        rel(bodies["v3d"], bodies["pelvis"]), rel(tgt["smpl_v3d"], tgt["smpl_pelvis"]), mask
+    ).mean()
     terms["cj3d"] = l1_per_view(bodies["j3d"], tgt["smpl_j3d"], mask).mean()
     terms["cv3d"] = l1_per_view(bodies["v3d"], tgt["smpl_v3d"], mask).mean()
     for k in ("j2d", "v2d"):
@@ -244,13 +292,21 @@ def eval_loss(body_model: SmplxModel, pred, tgt, batch):
     valid = batch["valid"]
     p_self, p_cross = pred["pts3d_in_self_view"], pred["pts3d_in_other_view"]
     regr = regression_sum(p_self, p_cross, tgt, valid)
-    rescale = lambda p, g: p * (group_scale(g, valid) / jnp.clip(group_scale(p, valid), 1e-3, 1e3))[:, None, None, None, None]
+    rescale = lambda p, g: (
+        p * (group_scale(g, valid) / jnp.clip(group_scale(p, valid), 1e-3, 1e3))[:, None, None, None, None]
+    )
     regr_si = regression_sum(rescale(p_self, tgt["pts_self"]), rescale(p_cross, tgt["pts_cross"]), tgt, valid)
     rgb = per_view(lambda p, g: jnp.mean(jnp.linalg.norm(p - g, axis=-1)), pred["rgb"], batch["img"]).mean()
     smpl, smpl_terms = smpl_loss(body_model, pred, {**tgt, "K": batch["K"]}, batch["img_mask"], batch["img"].shape[2:4])
     total = regr + regr_si + rgb + smpl
-    return total, dict(loss=total, loss_regr=regr, loss_regr_scale_inv=regr_si, loss_rgb=rgb, loss_smpl=smpl,
-                       **{f"smpl_{k}": v for k, v in smpl_terms.items()})
+    return total, dict(
+        loss=total,
+        loss_regr=regr,
+        loss_regr_scale_inv=regr_si,
+        loss_rgb=rgb,
+        loss_smpl=smpl,
+        **{f"smpl_{k}": v for k, v in smpl_terms.items()},
+    )
 
 
 def total_loss(body_model: SmplxModel, pred, tgt, batch, alpha: float = 0.2):
@@ -258,9 +314,14 @@ def total_loss(body_model: SmplxModel, pred, tgt, batch, alpha: float = 0.2):
     check_loss_inputs("total_loss", pred, tgt, batch, pose=True)
     pts, pts_terms = pointmap_loss(pred, tgt, batch["valid"], batch["img_mask"], alpha)
     rgb = rgb_loss(pred["rgb"], batch["img"])
-    smpl, smpl_terms = smpl_loss(body_model, pred, {**tgt, "K": batch["K"]}, batch["img_mask"],
-                                 batch["img"].shape[2:4])
+    smpl, smpl_terms = smpl_loss(body_model, pred, {**tgt, "K": batch["K"]}, batch["img_mask"], batch["img"].shape[2:4])
     total = pts + rgb + smpl
-    details = dict(loss=total, loss_pts=pts, loss_rgb=rgb, loss_smpl=smpl, **pts_terms,
-                   **{f"smpl_{k}": v for k, v in smpl_terms.items()})
+    details = dict(
+        loss=total,
+        loss_pts=pts,
+        loss_rgb=rgb,
+        loss_smpl=smpl,
+        **pts_terms,
+        **{f"smpl_{k}": v for k, v in smpl_terms.items()},
+    )
     return total, details

@@ -1,4 +1,4 @@
-"""What trains, and how (spec §4.8, §6): parameter groups by regex, AdamW with decay on matrices,
+"""What trains, and how: parameter groups by regex, AdamW with decay on matrices,
 warm-up + half-cosine schedule, and the official gradient clipping.
 
 Three groups of parameters (dotted paths of our tree), each named by a list of regexes in the
@@ -51,8 +51,10 @@ def split_params(flat: dict, trainable=TRAINABLE, fixed=FIXED, frozen=FROZEN):
     for group, patterns in zip(GROUPS, compiled):
         for p in patterns:
             if not any(p.search(k) for k in flat):
-                raise ConfigError(f"{group}: pattern '{p.pattern}' matches no parameter of the model "
-                                  "(misspelled, or the parameter was renamed)")
+                raise ConfigError(
+                    f"{group}: pattern '{p.pattern}' matches no parameter of the model "
+                    "(misspelled, or the parameter was renamed)"
+                )
     groups = ({}, {}, {})
     uncovered = []
     for k, v in flat.items():
@@ -66,8 +68,10 @@ def split_params(flat: dict, trainable=TRAINABLE, fixed=FIXED, frozen=FROZEN):
             continue
         groups[hits[0][0]][k] = v
     if uncovered:
-        raise ConfigError(f"parameter(s) in no group: {_listed(uncovered)}; add a pattern that matches them to "
-                          "trainable_params, fixed_params or frozen_params")
+        raise ConfigError(
+            f"parameter(s) in no group: {_listed(uncovered)}; add a pattern that matches them to "
+            "trainable_params, fixed_params or frozen_params"
+        )
     return groups
 
 
@@ -81,16 +85,26 @@ def schedule(lr: float, min_lr: float, warmup_steps: int, total_steps: int):
     """lr·k/W for k < W, then min_lr + (lr − min_lr)·½(1 + cos(π (k − W)/(T − W))); k is the
     0-based update index, so the first update has lr 0, as the official per-iteration schedule."""
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup_steps),
-         optax.cosine_decay_schedule(lr, max(total_steps - warmup_steps, 1), alpha=min_lr / lr)],
-        [warmup_steps])
+        [
+            optax.linear_schedule(0.0, lr, warmup_steps),
+            optax.cosine_decay_schedule(lr, max(total_steps - warmup_steps, 1), alpha=min_lr / lr),
+        ],
+        [warmup_steps],
+    )
 
 
-def make_optimizer(trainable: dict, *, lr, min_lr, warmup_steps, total_steps, weight_decay=0.05,
-                   b1=0.9, b2=0.95, eps=1e-8):
+def make_optimizer(
+    trainable: dict, *, lr, min_lr, warmup_steps, total_steps, weight_decay=0.05, b1=0.9, b2=0.95, eps=1e-8
+):
     """AdamW over the trainable group (clipping happens before it, see clip_by_global_norm)."""
-    return optax.adamw(schedule(lr, min_lr, warmup_steps, total_steps), b1=b1, b2=b2, eps=eps,
-                       weight_decay=weight_decay, mask=decay_mask(trainable))
+    return optax.adamw(
+        schedule(lr, min_lr, warmup_steps, total_steps),
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        weight_decay=weight_decay,
+        mask=decay_mask(trainable),
+    )
 
 
 def global_norm(*trees) -> jax.Array:

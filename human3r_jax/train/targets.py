@@ -1,4 +1,4 @@
-"""Ground truth of a training batch, completed on the accelerator (spec §7.2, `update_smpl_gt`).
+"""Ground truth of a training batch, completed on the accelerator (the official `update_smpl_gt`).
 
 The pipeline delivers depth, cameras and SMPL-X parameters; here they become what the losses
 compare against:
@@ -50,16 +50,28 @@ def scene_targets(batch):
     pts_self = depth_to_points(batch["depth"], batch["K"])
     to_first = inverse_rigid(batch["c2w"][:, :1]) @ batch["c2w"]  # [B, V, 4, 4]
     pts_cross = jnp.einsum("bvij,bvhwj->bvhwi", to_first[..., :3, :3], pts_self) + to_first[:, :, None, None, :3, 3]
-    return {"pts_self": pts_self, "pts_cross": pts_cross, "pose_t": to_first[..., :3, 3],
-            "pose_q": matrix_to_quat(to_first[..., :3, :3])}
+    return {
+        "pts_self": pts_self,
+        "pts_cross": pts_cross,
+        "pose_t": to_first[..., :3, 3],
+        "pose_q": matrix_to_quat(to_first[..., :3, :3]),
+    }
 
 
 def smpl_rotations(batch):
     """GT axis-angles → (SMPL-X order [..., 55, 3, 3], Human3R order [..., 53, 3, 3])."""
     aa = {k: batch[k].reshape(batch[k].shape[:3] + (-1, 3)) for k in POSE_KEYS}
     smplx_order = jnp.concatenate([aa[k] for k in POSE_KEYS], axis=-2)  # POSE_KEYS are in SMPL-X joint order
-    human3r_order = jnp.concatenate([aa["smpl_root_pose"], aa["smpl_body_pose"], aa["smpl_left_hand_pose"],
-                                     aa["smpl_right_hand_pose"], aa["smpl_jaw_pose"]], axis=-2)
+    human3r_order = jnp.concatenate(
+        [
+            aa["smpl_root_pose"],
+            aa["smpl_body_pose"],
+            aa["smpl_left_hand_pose"],
+            aa["smpl_right_hand_pose"],
+            aa["smpl_jaw_pose"],
+        ],
+        axis=-2,
+    )
     return rotvec_to_rotmat(smplx_order), rotvec_to_rotmat(human3r_order)
 
 
@@ -99,16 +111,29 @@ def human_targets(body_model: SmplxModel, batch, img_res: int, patch: int):
     cells = jnp.where(in_grid, row * g + col, 0)
     mask = keep_first_per_cell(cells.reshape(b * v, m), in_grid.reshape(b * v, m)).reshape(b, v, m)
     cells = jnp.where(mask, cells, 0)
-    score_map = jnp.zeros((b * v, g * g), jnp.float32).at[jnp.arange(b * v)[:, None], cells.reshape(b * v, m)].max(
-        mask.reshape(b * v, m).astype(jnp.float32)).reshape(b, v, g, g)
+    score_map = (
+        jnp.zeros((b * v, g * g), jnp.float32)
+        .at[jnp.arange(b * v)[:, None], cells.reshape(b * v, m)]
+        .max(mask.reshape(b * v, m).astype(jnp.float32))
+        .reshape(b, v, g, g)
+    )
     msk = pad_image(batch["human_mask"].reshape(b * v, h, w, 1), img_res, value=0.0)
     msk = (msk > 0.1).astype(jnp.float32).reshape(b, v, img_res, img_res, 1)
     z = lambda x: jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 3)), x, 0)
     return {
-        "smpl_mask": mask, "smpl_cell": cells,
-        "smpl_rotmat": z(rot53), "smpl_betas": z(betas), "smpl_transl": z(head), "smpl_pelvis": z(joints[..., 0, :]),
-        "smpl_j3d": z(joints), "smpl_v3d": z(verts), "smpl_j2d": z(project(joints, K)),
-        "smpl_v2d": z(project(verts, K)), "score_map": score_map, "msk": msk}
+        "smpl_mask": mask,
+        "smpl_cell": cells,
+        "smpl_rotmat": z(rot53),
+        "smpl_betas": z(betas),
+        "smpl_transl": z(head),
+        "smpl_pelvis": z(joints[..., 0, :]),
+        "smpl_j3d": z(joints),
+        "smpl_v3d": z(verts),
+        "smpl_j2d": z(project(joints, K)),
+        "smpl_v2d": z(project(verts, K)),
+        "score_map": score_map,
+        "msk": msk,
+    }
 
 
 def complete_targets(body_model: SmplxModel, batch, img_res: int, patch: int):

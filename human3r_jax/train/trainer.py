@@ -49,10 +49,10 @@ log = logging.getLogger("human3r_jax.train")
 
 
 class TrainState(NamedTuple):
-    step: jax.Array     # [] int32: updates done = the next batch number
-    trainable: Any      # nested dict of the trainable parameters
+    step: jax.Array  # [] int32: updates done = the next batch number
+    trainable: Any  # nested dict of the trainable parameters
     opt_state: Any
-    fixed_grads: Any    # {path: array} the carried gradients of the fixed group (fixed_grads="accumulate"), else {}
+    fixed_grads: Any  # {path: array} the carried gradients of the fixed group (fixed_grads="accumulate"), else {}
 
 
 # ---------------------------------------------------------------- the step
@@ -72,8 +72,10 @@ def check_batch(batch, batch_size: int | None, num_views: int | None, max_humans
         if k not in STEP_KEYS:
             continue
         want = tuple((h, w)[i - 2] if d is None else d for i, d in enumerate(shape))  # None: the batch's H, W
-        what = (f"batch[{k!r}] must be {np.dtype(dtype).name} {list(want)} (schema.batch_spec with B={b}, V={v}, "
-                f"M={max_humans}, H×W={h}×{w} of img)")
+        what = (
+            f"batch[{k!r}] must be {np.dtype(dtype).name} {list(want)} (schema.batch_spec with B={b}, V={v}, "
+            f"M={max_humans}, H×W={h}×{w} of img)"
+        )
         chex.assert_shape(batch[k], want, custom_message=what)
         chex.assert_type(batch[k], dtype, custom_message=what)
 
@@ -112,8 +114,9 @@ def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx):
         grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1) if with_fixed else 0, has_aux=True)
         (_, metrics), grads = grad_fn(state.trainable, fixed, frozen, body_model, batch)
         g_train, g_fixed = grads if with_fixed else (grads, None)
-        g_train, fixed_grads, norm = optim.clip_gradients(g_train, g_fixed, state.fixed_grads, cfg.fixed_grads,
-                                                          cfg.clip_norm)
+        g_train, fixed_grads, norm = optim.clip_gradients(
+            g_train, g_fixed, state.fixed_grads, cfg.fixed_grads, cfg.clip_norm
+        )
         with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts and float32
             updates, opt_state = tx.update(g_train, state.opt_state, state.trainable)
             lr = optim.schedule(cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.total_steps)(state.step)
@@ -128,15 +131,36 @@ def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx):
 
 
 # Fields that do not change the compiled step: Trainers differing only in these share one jit.
-RUN_ONLY_FIELDS = ("workdir", "data_root", "split", "init_cut3r", "init_multihmr", "init", "random_init", "smplx",
-                   "seed", "max_steps", "save_every", "keep", "keep_period", "log_every", "prefetch", "data_parallel",
-                   "eval_every", "eval_samples", "eval_split", "eval_resolution", "eval_seed")
+RUN_ONLY_FIELDS = (
+    "workdir",
+    "data_root",
+    "split",
+    "init_cut3r",
+    "init_multihmr",
+    "init",
+    "random_init",
+    "smplx",
+    "seed",
+    "max_steps",
+    "save_every",
+    "keep",
+    "keep_period",
+    "log_every",
+    "prefetch",
+    "data_parallel",
+    "eval_every",
+    "eval_samples",
+    "eval_split",
+    "eval_resolution",
+    "eval_seed",
+)
 
 
 @functools.lru_cache(maxsize=8)
 def compiled_step(step_cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx, replicated):
-    return jax.jit(make_train_step(step_cfg, hcfg, graphdef, tx), out_shardings=(replicated, replicated),
-                   donate_argnums=(0,))
+    return jax.jit(
+        make_train_step(step_cfg, hcfg, graphdef, tx), out_shardings=(replicated, replicated), donate_argnums=(0,)
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -148,9 +172,16 @@ def compiled_eval_step(hcfg: Human3rConfig, graphdef, replicated):
 def optimizer(step_cfg: TrainConfig, trainable_shapes: tuple):
     """One optax transformation per (config, trainable tree), so that equal Trainers share a step."""
     shapes = {k: jax.ShapeDtypeStruct(shape, jnp.float32) for k, shape in trainable_shapes}
-    return optim.make_optimizer(shapes, lr=step_cfg.lr, min_lr=step_cfg.min_lr,
-                                warmup_steps=step_cfg.warmup_steps, total_steps=step_cfg.total_steps,
-                                weight_decay=step_cfg.weight_decay, b1=step_cfg.b1, b2=step_cfg.b2)
+    return optim.make_optimizer(
+        shapes,
+        lr=step_cfg.lr,
+        min_lr=step_cfg.min_lr,
+        warmup_steps=step_cfg.warmup_steps,
+        total_steps=step_cfg.total_steps,
+        weight_decay=step_cfg.weight_decay,
+        b1=step_cfg.b1,
+        b2=step_cfg.b2,
+    )
 
 
 # What orbax writes in a CheckpointManager's folder: step folders and unfinished ones (`3.orbax-checkpoint-tmp-…`).
@@ -169,11 +200,16 @@ def check_workdir(workdir: Path) -> None:
         if (workdir / sub).exists() and not (workdir / sub).is_dir():
             raise TrainError(f"{workdir / sub}: not a folder, where the run keeps its {sub}; use another workdir")
     ckpts = workdir / "checkpoints"
-    stray = sorted(p.name for p in ckpts.iterdir()
-                   if not (CHECKPOINT_ENTRY.fullmatch(p.name) or p.name.startswith("."))) if ckpts.is_dir() else []
+    stray = (
+        sorted(p.name for p in ckpts.iterdir() if not (CHECKPOINT_ENTRY.fullmatch(p.name) or p.name.startswith(".")))
+        if ckpts.is_dir()
+        else []
+    )
     if stray:
-        raise TrainError(f"{ckpts}: not a human3r-jax training checkpoint folder (it holds {', '.join(stray[:3])}); "
-                         "use another workdir")
+        raise TrainError(
+            f"{ckpts}: not a human3r-jax training checkpoint folder (it holds {', '.join(stray[:3])}); "
+            "use another workdir"
+        )
 
 
 class Trainer:
@@ -235,14 +271,22 @@ class Trainer:
         fails, the folders this call created are removed again (rmdir: only while empty)."""
         import orbax.checkpoint as ocp
 
-        made = [p for p in (self.workdir / "checkpoints", self.workdir / "logs", self.workdir, *self.workdir.parents)
-                if not p.exists()]  # deepest first
+        made = [
+            p
+            for p in (self.workdir / "checkpoints", self.workdir / "logs", self.workdir, *self.workdir.parents)
+            if not p.exists()
+        ]  # deepest first
         try:
             self.manager = ocp.CheckpointManager(
                 self.workdir / "checkpoints",
-                options=ocp.CheckpointManagerOptions(max_to_keep=self.cfg.keep, keep_period=self.cfg.keep_period,
-                                                     save_interval_steps=self.cfg.save_every, create=True),
-                item_names=("state", "meta"))
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=self.cfg.keep,
+                    keep_period=self.cfg.keep_period,
+                    save_interval_steps=self.cfg.save_every,
+                    create=True,
+                ),
+                item_names=("state", "meta"),
+            )
             self.writer = None
             if log_to_tensorboard:
                 from human3r_jax.train.tblog import TensorBoardWriter
@@ -257,16 +301,23 @@ class Trainer:
     # -------------------------------------------------------- checkpoints
 
     def meta(self) -> dict:
-        return {"step": int(self.state.step), "seed": self.cfg.seed, "init_fingerprint": self.init_fingerprint,
-                "best_eval": None if math.isinf(self.best_eval) else self.best_eval,
-                "config": json.loads(json.dumps(dataclasses.asdict(self.cfg), default=str))}
+        return {
+            "step": int(self.state.step),
+            "seed": self.cfg.seed,
+            "init_fingerprint": self.init_fingerprint,
+            "best_eval": None if math.isinf(self.best_eval) else self.best_eval,
+            "config": json.loads(json.dumps(dataclasses.asdict(self.cfg), default=str)),
+        }
 
     def save(self, force: bool = False) -> bool:
         import orbax.checkpoint as ocp
 
         step = int(self.state.step)
-        saved = self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(self.state), meta=ocp.args.JsonSave(self.meta())), force=force)
+        saved = self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(self.state), meta=ocp.args.JsonSave(self.meta())),
+            force=force,
+        )
         return bool(saved)
 
     def restore_latest(self) -> int | None:
@@ -278,31 +329,47 @@ class Trainer:
             return None
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self.state)
         try:
-            got = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged or mismatched checkpoint
-            raise TrainError(f"{self.workdir / 'checkpoints' / str(step)}: cannot restore this checkpoint ({e}); "
-                             "move it away to resume from an earlier one") from None
+            got = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+            )
+        except Exception as e:  # orbax raises many types for a damaged or mismatched checkpoint
+            raise TrainError(
+                f"{self.workdir / 'checkpoints' / str(step)}: cannot restore this checkpoint ({e}); "
+                "move it away to resume from an earlier one"
+            ) from None
         meta = got["meta"]
         if meta.get("seed") != self.cfg.seed:
-            raise TrainError(f"{self.workdir}: the checkpoint's run used seed {meta.get('seed')}, not {self.cfg.seed}; "
-                             "the data order would differ")
+            raise TrainError(
+                f"{self.workdir}: the checkpoint's run used seed {meta.get('seed')}, not {self.cfg.seed}; "
+                "the data order would differ"
+            )
         if meta.get("init_fingerprint") != self.init_fingerprint:
-            raise TrainError(f"{self.workdir / 'checkpoints' / str(step)}: saved from a different initialisation "
-                             f"(fingerprint {meta.get('init_fingerprint')} ≠ {self.init_fingerprint}); use the same "
-                             "init files, or a new workdir")
+            raise TrainError(
+                f"{self.workdir / 'checkpoints' / str(step)}: saved from a different initialisation "
+                f"(fingerprint {meta.get('init_fingerprint')} ≠ {self.init_fingerprint}); use the same "
+                "init files, or a new workdir"
+            )
         self.state = TrainState(*got["state"])
         self.best_eval = math.inf if meta.get("best_eval") is None else float(meta["best_eval"])
         return step
 
     def export(self, out_dir: str | Path | None = None) -> Path:
         """The current weights as a converted checkpoint, for `human3r-jax reconstruct`."""
-        flat = {**ckpt.flatten(jax.device_get(self.state.trainable)), **jax.device_get(self.fixed),
-                **jax.device_get(self.frozen)}
+        flat = {
+            **ckpt.flatten(jax.device_get(self.state.trainable)),
+            **jax.device_get(self.fixed),
+            **jax.device_get(self.frozen),
+        }
         out = Path(out_dir) if out_dir else self.workdir / "export" / f"step_{int(self.state.step)}"
         inputs = (self.cfg.init, self.cfg.init_cut3r, self.cfg.init_multihmr, self.cfg.smplx, self.cfg.data_root)
-        return ckpt.save(out, self.hcfg, ckpt.unflatten(flat), source={"trained_steps": int(self.state.step)},
-                         overwrite=True, inputs=inputs)
+        return ckpt.save(
+            out,
+            self.hcfg,
+            ckpt.unflatten(flat),
+            source={"trained_steps": int(self.state.step)},
+            overwrite=True,
+            inputs=inputs,
+        )
 
     # -------------------------------------------------------- steps
 
@@ -313,8 +380,9 @@ class Trainer:
         return jax.device_put({k: batch[k] for k in STEP_KEYS}, self.batch_sharding)
 
     def train_step(self, batch: dict) -> dict:
-        self.state, metrics = self.step_fn(self.state, self.fixed, self.frozen, self.body_model,
-                                           self.device_batch(batch))
+        self.state, metrics = self.step_fn(
+            self.state, self.fixed, self.frozen, self.body_model, self.device_batch(batch)
+        )
         return metrics
 
     def data_index(self, split: str, allow_repeat: bool = True):
@@ -328,9 +396,16 @@ class Trainer:
         from human3r_jax.data.bedlam import iterate
 
         cfg = self.cfg
-        return iterate(self.index, batch_size=cfg.batch_size, seed=cfg.seed, start_step=start_step,
-                       resolutions=cfg.resolutions, aug_crop=cfg.aug_crop, max_humans=cfg.max_humans,
-                       prefetch=cfg.prefetch)
+        return iterate(
+            self.index,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            start_step=start_step,
+            resolutions=cfg.resolutions,
+            aug_crop=cfg.aug_crop,
+            max_humans=cfg.max_humans,
+            prefetch=cfg.prefetch,
+        )
 
     def evaluate(self) -> dict:
         """The official test-set evaluation of the current weights: eval_samples // batch_size fixed
@@ -343,13 +418,25 @@ class Trainer:
         cfg = self.cfg
         if self._eval_index is None:
             self._eval_index = self.data_index(cfg.eval_split, allow_repeat=False)
-        batches = iterate(self._eval_index, batch_size=cfg.batch_size, seed=cfg.eval_seed,
-                          resolutions=(tuple(cfg.eval_resolution),), aug_crop=0, jitter=False,
-                          max_humans=cfg.max_humans, prefetch=cfg.prefetch)
+        batches = iterate(
+            self._eval_index,
+            batch_size=cfg.batch_size,
+            seed=cfg.eval_seed,
+            resolutions=(tuple(cfg.eval_resolution),),
+            aug_crop=0,
+            jitter=False,
+            max_humans=cfg.max_humans,
+            prefetch=cfg.prefetch,
+        )
         try:
-            rows = [jax.device_get(self.eval_fn(self.state.trainable, self.fixed, self.frozen, self.body_model,
-                                                self.device_batch(next(batches))))
-                    for _ in range(cfg.eval_samples // cfg.batch_size)]
+            rows = [
+                jax.device_get(
+                    self.eval_fn(
+                        self.state.trainable, self.fixed, self.frozen, self.body_model, self.device_batch(next(batches))
+                    )
+                )
+                for _ in range(cfg.eval_samples // cfg.batch_size)
+            ]
         finally:
             batches.close()
         out = {f"{k}_avg": float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -363,9 +450,11 @@ class Trainer:
         if best:
             self.best_eval = m["loss_med"]
             self.export(self.workdir / "export" / "best")
-        write(f"eval at step {step}: loss median {m['loss_med']:.4f} mean {m['loss_avg']:.4f} "
-              f"(regr {m['loss_regr_avg']:.4f} scale-inv {m['loss_regr_scale_inv_avg']:.4f} "
-              f"rgb {m['loss_rgb_avg']:.4f} smpl {m['loss_smpl_avg']:.4f})" + ("  best -> export/best" if best else ""))
+        write(
+            f"eval at step {step}: loss median {m['loss_med']:.4f} mean {m['loss_avg']:.4f} "
+            f"(regr {m['loss_regr_avg']:.4f} scale-inv {m['loss_regr_scale_inv_avg']:.4f} "
+            f"rgb {m['loss_rgb_avg']:.4f} smpl {m['loss_smpl_avg']:.4f})" + ("  best -> export/best" if best else "")
+        )
         if self.writer:
             self.writer.scalars(step, {f"test/{k}": v for k, v in m.items()})
 
@@ -391,9 +480,11 @@ class Trainer:
                 bar.update(1)
                 loss = float(metrics["loss"])  # every step, as the original: no diverged weights are saved
                 if not math.isfinite(loss):
-                    raise TrainError(f"step {step}: the loss is {loss} "
-                                     f"({ {k: float(v) for k, v in jax.device_get(metrics).items()} }); "
-                                     f"the last checkpoint is step {self.manager.latest_step()}")
+                    raise TrainError(
+                        f"step {step}: the loss is {loss} "
+                        f"({ {k: float(v) for k, v in jax.device_get(metrics).items()} }); "
+                        f"the last checkpoint is step {self.manager.latest_step()}"
+                    )
                 if (step + 1) % cfg.log_every == 0 or step + 1 == end:
                     last = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     dt = (time.perf_counter() - t0) / (step + 1 - n0)
@@ -420,6 +511,8 @@ class Trainer:
 
 
 def console_line(step: int, total: int, m: dict) -> str:
-    return (f"step {step}/{total}  loss {m['loss']:.4f} (pts {m['loss_pts']:.4f} rgb {m['loss_rgb']:.4f} "
-            f"smpl {m['loss_smpl']:.4f})  humans {m['humans']:.0f}  |g| {m['grad_norm']:.3f}  "
-            f"lr {m['lr']:.2e}  {m['s_per_step']:.2f} s/step")
+    return (
+        f"step {step}/{total}  loss {m['loss']:.4f} (pts {m['loss_pts']:.4f} rgb {m['loss_rgb']:.4f} "
+        f"smpl {m['loss_smpl']:.4f})  humans {m['humans']:.0f}  |g| {m['grad_norm']:.3f}  "
+        f"lr {m['lr']:.2e}  {m['s_per_step']:.2f} s/step"
+    )

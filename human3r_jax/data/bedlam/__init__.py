@@ -1,4 +1,4 @@
-"""BEDLAM training data (spec §6, §7.2): an index over the preprocessed sequences, a pure numpy sampler
+"""BEDLAM training data: an index over the preprocessed sequences, a pure numpy sampler
 of multi-view samples with the official `BEDLAM_Multi` semantics, and a deterministic, resumable
 tf.data pipeline of batches. The formats (the preprocessed layout, the batch) are `data/schema.py`.
 
@@ -47,10 +47,40 @@ from human3r_jax.data.bedlam.sample import (
 from human3r_jax.data.schema import OFFICIAL_RESOLUTIONS, SMPL_KEYS, SPLITS, SUBFOLDERS, batch_spec
 
 __all__ = [
-    "HDRI_SCENES", "INVALID_SEQUENCES", "MAX_DEPTH", "MAX_INTERVAL", "MIN_HUMAN_DEPTH", "OFFICIAL_RESOLUTIONS",
-    "SMPL_KEYS", "SPLITS", "SUBFOLDERS", "VIEW_INPUT_P", "BatchIterator", "BedlamIndex", "BedlamSequence",
-    "DataError", "batch_resolution", "batch_spec", "color_jitter", "crop_resize", "img_norm", "import_tensorflow",
-    "is_excluded", "iterate", "jitter_params", "load_sample", "load_smpl_pickle", "make_batch", "make_dataset",
-    "ray_map", "read_camera", "read_depth", "read_mask", "read_rgb", "read_smpl", "sample_frame_positions",
-    "select_humans", "view_input_masks",
+    "HDRI_SCENES",
+    "INVALID_SEQUENCES",
+    "MAX_DEPTH",
+    "MAX_INTERVAL",
+    "MIN_HUMAN_DEPTH",
+    "OFFICIAL_RESOLUTIONS",
+    "SMPL_KEYS",
+    "SPLITS",
+    "SUBFOLDERS",
+    "VIEW_INPUT_P",
+    "BatchIterator",
+    "BedlamIndex",
+    "BedlamSequence",
+    "DataError",
+    "batch_resolution",
+    "batch_spec",
+    "color_jitter",
+    "crop_resize",
+    "img_norm",
+    "import_tensorflow",
+    "is_excluded",
+    "iterate",
+    "jitter_params",
+    "load_sample",
+    "load_smpl_pickle",
+    "make_batch",
+    "make_dataset",
+    "ray_map",
+    "read_camera",
+    "read_depth",
+    "read_mask",
+    "read_rgb",
+    "read_smpl",
+    "sample_frame_positions",
+    "select_humans",
+    "view_input_masks",
 ]

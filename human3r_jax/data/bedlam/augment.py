@@ -44,8 +44,16 @@ def _resize_nearest_opencv(a: np.ndarray, width: int, height: int) -> np.ndarray
     return a[ys[:, None], xs[None, :]]
 
 
-def crop_resize(rgb: PIL.Image.Image, depth: np.ndarray, mask: PIL.Image.Image, K: np.ndarray,
-                resolution: tuple[int, int], enlarge: int = 0, *, name: str = "view"):
+def crop_resize(
+    rgb: PIL.Image.Image,
+    depth: np.ndarray,
+    mask: PIL.Image.Image,
+    K: np.ndarray,
+    resolution: tuple[int, int],
+    enlarge: int = 0,
+    *,
+    name: str = "view",
+):
     """The official `_crop_resize_if_necessary` (with mask): image, depth [H, W], mask and intrinsics
     [3, 3] together → (rgb, depth, mask) at resolution (W, H) and the new intrinsics.
 
@@ -58,8 +66,10 @@ def crop_resize(rgb: PIL.Image.Image, depth: np.ndarray, mask: PIL.Image.Image, 
     cx, cy = (int(c) for c in np.round(K[:2, 2]))
     mx, my = min(cx, width - cx), min(cy, height - cy)
     if not (mx > width / 5 and my > height / 5):
-        raise DataError(f"{name}: principal point ({K[0, 2]:.1f}, {K[1, 2]:.1f}) is too far from the centre "
-                        f"of the {width}x{height} image")
+        raise DataError(
+            f"{name}: principal point ({K[0, 2]:.1f}, {K[1, 2]:.1f}) is too far from the centre "
+            f"of the {width}x{height} image"
+        )
     rgb, depth, mask, K = _crop(rgb, depth, mask, K, (cx - mx, cy - my, cx + mx, cy + my))
 
     size = np.array(rgb.size)

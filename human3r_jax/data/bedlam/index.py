@@ -21,8 +21,12 @@ log = logging.getLogger(__name__)
 
 # Official exclusions besides the listed sequences: scenes rendered with HDRI backgrounds (name prefixes)
 # and close-up scenes.
-HDRI_SCENES = ("20221010_3_1000_batch01hand", "20221017_3_1000_batch01hand",
-               "20221018_3-8_250_batch01hand", "20221019_3_250_highbmihand")
+HDRI_SCENES = (
+    "20221010_3_1000_batch01hand",
+    "20221017_3_1000_batch01hand",
+    "20221018_3-8_250_batch01hand",
+    "20221019_3_250_highbmihand",
+)
 
 
 def _read_name_list(filename: str) -> frozenset[str]:
@@ -54,8 +58,14 @@ class BedlamIndex:
     and a short tail repeats frames; without it (the official test set) `min_frames` = num_views.
     """
 
-    def __init__(self, root: str | Path, split: str = "Training", num_views: int = 4, skip_invalid: bool = True,
-                 allow_repeat: bool = True):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "Training",
+        num_views: int = 4,
+        skip_invalid: bool = True,
+        allow_repeat: bool = True,
+    ):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"BEDLAM root {root} does not exist or is not a folder")
@@ -65,8 +75,9 @@ class BedlamIndex:
             raise ValueError(f"num_views must be at least 2, got {num_views}")
         split_dir = root / SPLITS[split]
         if not split_dir.is_dir():
-            raise DataError(f"{split_dir}: split folder missing (the preprocessing writes {root}/Training "
-                            f"and {root}/Test)")
+            raise DataError(
+                f"{split_dir}: split folder missing (the preprocessing writes {root}/Training and {root}/Test)"
+            )
         self.root, self.split, self.num_views = root, SPLITS[split], num_views
         self.min_frames = max(num_views // 3, 3) if allow_repeat else num_views
         sequences = []
@@ -83,8 +94,10 @@ class BedlamIndex:
                 continue
             sequences.append(BedlamSequence(seq_dir.name, seq_dir, frames))
         if not sequences:
-            raise DataError(f"{split_dir}: no usable sequence (each needs the subfolders {', '.join(SUBFOLDERS)} "
-                            f"and at least {self.min_frames} frames)")
+            raise DataError(
+                f"{split_dir}: no usable sequence (each needs the subfolders {', '.join(SUBFOLDERS)} "
+                f"and at least {self.min_frames} frames)"
+            )
         self.sequences = tuple(sequences)
         self._start_ends = np.cumsum([len(s.frames) - self.min_frames + 1 for s in sequences])
 
@@ -98,5 +111,7 @@ class BedlamIndex:
         return i, int(k - (self._start_ends[i - 1] if i else 0))
 
     def __repr__(self) -> str:
-        return (f"BedlamIndex({str(self.root)!r}, split={self.split!r}, {len(self.sequences)} sequences, "
-                f"{self.num_starts} start frames)")
+        return (
+            f"BedlamIndex({str(self.root)!r}, split={self.split!r}, {len(self.sequences)} sequences, "
+            f"{self.num_starts} start frames)"
+        )

@@ -38,19 +38,27 @@ _RESOLUTION_STREAM = 2**32 - 1  # a third seed word no sample index reaches
 def batch_resolution(seed: int, step: int, resolutions: Sequence[tuple[int, int]]) -> tuple[int, int]:
     """The (W, H) of batch `step`: the official sampler's weights, first half of the list ×2."""
     p = np.ones(len(resolutions))
-    p[:len(resolutions) // 2] *= 2
+    p[: len(resolutions) // 2] *= 2
     i = np.random.default_rng([seed, step, _RESOLUTION_STREAM]).choice(len(resolutions), p=p / p.sum())
     return tuple(resolutions[i])
 
 
-def make_batch(index: BedlamIndex, *, seed: int, step: int, batch_size: int,
-               resolutions: Sequence[tuple[int, int]] = OFFICIAL_RESOLUTIONS, **sample_kw) -> dict[str, np.ndarray]:
+def make_batch(
+    index: BedlamIndex,
+    *,
+    seed: int,
+    step: int,
+    batch_size: int,
+    resolutions: Sequence[tuple[int, int]] = OFFICIAL_RESOLUTIONS,
+    **sample_kw,
+) -> dict[str, np.ndarray]:
     """Batch number `step` (`schema.batch_spec`), a pure function of (seed, step)."""
     if seed < 0 or step < 0:
         raise ValueError(f"seed and step must be non-negative, got {seed}, {step}")
     resolution = batch_resolution(seed, step, resolutions)
-    samples = [load_sample(index, np.random.default_rng([seed, step, i]), resolution, **sample_kw)
-               for i in range(batch_size)]
+    samples = [
+        load_sample(index, np.random.default_rng([seed, step, i]), resolution, **sample_kw) for i in range(batch_size)
+    ]
     batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
     batch["step"] = np.int64(step)
     return batch
@@ -85,9 +93,17 @@ def import_tensorflow():
     return tf
 
 
-def make_dataset(index: BedlamIndex, *, batch_size: int, seed: int, start_step: int = 0,
-                 resolutions: Sequence[tuple[int, int]] = OFFICIAL_RESOLUTIONS, num_parallel: int | None = None,
-                 prefetch: int = 2, **sample_kw):
+def make_dataset(
+    index: BedlamIndex,
+    *,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    resolutions: Sequence[tuple[int, int]] = OFFICIAL_RESOLUTIONS,
+    num_parallel: int | None = None,
+    prefetch: int = 2,
+    **sample_kw,
+):
     """An endless tf.data.Dataset of batches start_step, start_step + 1, … (dicts of tensors,
     `schema.batch_spec`; H and W static None). num_parallel: batches built at once (default AUTOTUNE);
     sample_kw: aug_crop, max_humans, jitter as in `load_sample`.
@@ -99,8 +115,9 @@ def make_dataset(index: BedlamIndex, *, batch_size: int, seed: int, start_step: 
     keys = list(spec)
 
     def build(step):
-        batch = make_batch(index, seed=seed, step=int(step), batch_size=batch_size, resolutions=resolutions,
-                           **sample_kw)
+        batch = make_batch(
+            index, seed=seed, step=int(step), batch_size=batch_size, resolutions=resolutions, **sample_kw
+        )
         return tuple(batch[k] for k in keys)
 
     def to_batch(step):

@@ -13,8 +13,8 @@ from human3r_jax.data.bedlam.index import BedlamIndex
 from human3r_jax.data.bedlam.readers import read_camera, read_depth, read_mask, read_rgb, read_smpl
 from human3r_jax.data.schema import SMPL_KEYS
 
-MIN_HUMAN_DEPTH = 0.01      # people must be in front of the camera
-MAX_INTERVAL = 4            # largest stride between views, in preprocessed (6 fps) frames
+MIN_HUMAN_DEPTH = 0.01  # people must be in front of the camera
+MAX_INTERVAL = 4  # largest stride between views, in preprocessed (6 fps) frames
 VIEW_INPUT_P = (0.85, 0.00, 0.15)  # views > 0: image only / ray map only / both
 
 # ---------------------------------------------------------------- view sampling
@@ -68,7 +68,7 @@ def select_humans(people: dict[str, np.ndarray], max_humans: int) -> dict[str, n
     out = {}
     for key, (_, shape) in SMPL_KEYS.items():
         slots = np.zeros((max_humans, *shape), np.float32)
-        slots[:len(keep)] = people[key][keep]
+        slots[: len(keep)] = people[key][keep]
         out[key] = slots
     out["smpl_mask"] = np.arange(max_humans) < len(keep)
     return out
@@ -86,8 +86,11 @@ def ray_map(c2w_ref: np.ndarray, c2w: np.ndarray, K: np.ndarray, height: int, wi
     M = T[:3, :3] @ np.linalg.inv(K.astype(np.float32)).astype(np.float64)  # pixel → direction, one 3×3
     out = np.empty((height, width, 6), np.float32)
     out[..., :3] = T[:3, 3]
-    d = (np.arange(height, dtype=np.float64)[:, None, None] * M[:, 1]
-         + np.arange(width, dtype=np.float64)[None, :, None] * M[:, 0] + (M[:, 2] + T[:3, 3]))
+    d = (
+        np.arange(height, dtype=np.float64)[:, None, None] * M[:, 1]
+        + np.arange(width, dtype=np.float64)[None, :, None] * M[:, 0]
+        + (M[:, 2] + T[:3, 3])
+    )
     out[..., 3:] = d / np.sqrt(np.einsum("hwc,hwc->hw", d, d))[..., None]
     return out
 
@@ -95,8 +98,15 @@ def ray_map(c2w_ref: np.ndarray, c2w: np.ndarray, K: np.ndarray, height: int, wi
 # ---------------------------------------------------------------- one sample
 
 
-def load_sample(index: BedlamIndex, rng: np.random.Generator, resolution: tuple[int, int], *,
-                aug_crop: int = 16, max_humans: int = 10, jitter: bool = True) -> dict[str, np.ndarray]:
+def load_sample(
+    index: BedlamIndex,
+    rng: np.random.Generator,
+    resolution: tuple[int, int],
+    *,
+    aug_crop: int = 16,
+    max_humans: int = 10,
+    jitter: bool = True,
+) -> dict[str, np.ndarray]:
     """One multi-view sample at resolution (W, H): the batch schema without the leading B axis (and
     without `step`). Every random choice comes from `rng`, in a fixed order, so equal generator states
     give equal samples: a start frame uniform over `index.num_starts`, the views
@@ -125,10 +135,20 @@ def load_sample(index: BedlamIndex, rng: np.random.Generator, resolution: tuple[
         img_mask, ray_mask = view_input_masks(v, rng)
         if colour is not None:
             rgb = color_jitter(rgb, colour)
-        views.append(dict(
-            img=img_norm(rgb), depth=depth, valid=depth > 0, K=K.astype(np.float32), c2w=c2w.astype(np.float32),
-            human_mask=(np.asarray(mask, np.float32) / np.float32(255) > 0.5).astype(np.float32),
-            img_mask=np.bool_(img_mask), ray_mask=np.bool_(ray_mask), frame_ids=np.int32(pos), **humans))
+        views.append(
+            dict(
+                img=img_norm(rgb),
+                depth=depth,
+                valid=depth > 0,
+                K=K.astype(np.float32),
+                c2w=c2w.astype(np.float32),
+                human_mask=(np.asarray(mask, np.float32) / np.float32(255) > 0.5).astype(np.float32),
+                img_mask=np.bool_(img_mask),
+                ray_mask=np.bool_(ray_mask),
+                frame_ids=np.int32(pos),
+                **humans,
+            )
+        )
 
     for view in views:
         view["ray_map"] = ray_map(views[0]["c2w"], view["c2w"], view["K"], height, width)

@@ -36,23 +36,49 @@ TRAINABLE = (
 )
 # The official `_is_frozen` modules: not updated, but their gradients count in the clip norm (fixed_grads).
 FIXED = (
-    r"^decoder\.", r"^state_embed\.", r"^pose_token$", r"^register_tokens$", r"^pose_retriever\.",
+    r"^decoder\.",
+    r"^state_embed\.",
+    r"^pose_token$",
+    r"^register_tokens$",
+    r"^pose_retriever\.",
     r"^head\.(dpt_self|dpt_cross|dpt_rgb|final_transform|pose_head)\.",
 )
 # No gradient: the CUT3R encoders, DINOv2, the detection MLPs, the prior's mean-pose buffers and the
 # padding tokens. `masked_smpl_token` is listed by the official optimizer but only used detached, so it
 # never changes there either.
 FROZEN = (
-    r"^encoder\.", r"^ray_encoder\.", r"^backbone\.",
-    r"^human\.(mlp_classif|mlp_offset)\.", r"^human\.init_(body_pose|betas|betas_kid|cam|expression)$",
+    r"^encoder\.",
+    r"^ray_encoder\.",
+    r"^backbone\.",
+    r"^human\.(mlp_classif|mlp_offset)\.",
+    r"^human\.init_(body_pose|betas|betas_kid|cam|expression)$",
     r"^(masked_img_token|masked_ray_map_token|mhmr_masked_img_token|masked_smpl_token)$",
 )
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(model="human3r_896L", trainable_params=TRAINABLE, fixed_params=FIXED, frozen_params=FROZEN,
-                       batch_size=8, num_views=4, epochs=40, warmup_epochs=5,
-                       samples_per_epoch=4000, lr=1e-4, min_lr=1e-6, weight_decay=0.05,
-                       compute_dtype="bfloat16", remat=True, fixed_grads="accumulate", save_every=500, keep=3,
-                       keep_period=2500, eval_every=500, eval_samples=1000, eval_split="Test",
-                       eval_resolution=(512, 288), eval_seed=42)
+    return TrainConfig(
+        model="human3r_896L",
+        trainable_params=TRAINABLE,
+        fixed_params=FIXED,
+        frozen_params=FROZEN,
+        batch_size=8,
+        num_views=4,
+        epochs=40,
+        warmup_epochs=5,
+        samples_per_epoch=4000,
+        lr=1e-4,
+        min_lr=1e-6,
+        weight_decay=0.05,
+        compute_dtype="bfloat16",
+        remat=True,
+        fixed_grads="accumulate",
+        save_every=500,
+        keep=3,
+        keep_period=2500,
+        eval_every=500,
+        eval_samples=1000,
+        eval_split="Test",
+        eval_resolution=(512, 288),
+        eval_seed=42,
+    )

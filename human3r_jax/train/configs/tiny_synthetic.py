@@ -23,9 +23,30 @@ from human3r_jax.train.configs.human3r_bedlam import FIXED, FROZEN, TRAINABLE  #
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(model="human3r_tiny", trainable_params=TRAINABLE, fixed_params=FIXED, frozen_params=FROZEN,
-                       random_init=True, batch_size=2, num_views=4, max_humans=4,
-                       resolutions=((64, 48), (48, 64)), aug_crop=4, samples_per_epoch=20, epochs=4,
-                       warmup_epochs=0.5, lr=1e-3, min_lr=1e-4, compute_dtype="float32", remat=False,
-                       save_every=20, keep=2, keep_period=None, log_every=10, workdir="runs/tiny",
-                       eval_every=20, eval_samples=4, eval_resolution=(64, 48))
+    return TrainConfig(
+        model="human3r_tiny",
+        trainable_params=TRAINABLE,
+        fixed_params=FIXED,
+        frozen_params=FROZEN,
+        random_init=True,
+        batch_size=2,
+        num_views=4,
+        max_humans=4,
+        resolutions=((64, 48), (48, 64)),
+        aug_crop=4,
+        samples_per_epoch=20,
+        epochs=4,
+        warmup_epochs=0.5,
+        lr=1e-3,
+        min_lr=1e-4,
+        compute_dtype="float32",
+        remat=False,
+        save_every=20,
+        keep=2,
+        keep_period=None,
+        log_every=10,
+        workdir="runs/tiny",
+        eval_every=20,
+        eval_samples=4,
+        eval_resolution=(64, 48),
+    )
