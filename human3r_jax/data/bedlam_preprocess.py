@@ -62,6 +62,7 @@ from tqdm import tqdm
 
 from human3r_jax import outputs
 from human3r_jax.argtypes import positive_int
+from human3r_jax.data.bedlam.index import HDRI_SCENES
 from human3r_jax.data.schema import NUM_BETAS, POSE_KEYS, SMPL_KEYS, SUBFOLDERS
 from human3r_jax.errors import Human3rError
 
@@ -73,14 +74,6 @@ SENSOR_MM = (36.0, 20.25)
 # image: all kept scenes are rendered at 1280×720 (the portrait "closeup" ones are dropped).
 RENDER_WH = (1280, 720)
 
-HDRI_SCENES = frozenset(
-    {
-        "20221010_3_1000_batch01hand",
-        "20221017_3_1000_batch01hand",
-        "20221018_3-8_250_batch01hand",
-        "20221019_3_250_highbmihand",
-    }
-)
 TEST_SCENES = frozenset(
     {
         "20221018_1_250_batch01hand_zoom_suburb_b",

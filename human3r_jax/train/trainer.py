@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax.config import Human3rConfig
-from human3r_jax.data.schema import STEP_KEYS, batch_spec
+from human3r_jax.data.schema import NUM_BETAS, STEP_KEYS, batch_spec
 from human3r_jax.models.smplx import load_smplx
 from human3r_jax.train import optim
 from human3r_jax.train.config import TrainConfig, validate
@@ -230,7 +230,7 @@ class Trainer:
         if cfg.batch_size % len(devices):
             raise TrainError(f"batch_size={cfg.batch_size} does not split over {len(devices)} devices")
         self.check_inputs()
-        self.body_model = load_smplx(cfg.smplx, num_betas=11)
+        self.body_model = load_smplx(cfg.smplx, num_betas=NUM_BETAS)
         params = init_params(cfg, self.hcfg)
         self.graphdef, self.init_fingerprint = params.graphdef, params.fingerprint
         fixed, frozen = params.fixed, params.frozen
