@@ -65,6 +65,9 @@ def _dims(lead: tuple[str, ...], shape: tuple[int, ...]) -> str:
 
 # Per-frame file. H, W: model resolution; S: human slots; only valid humans are stored (n of them).
 FRAME_KEYS = {
+    "frame_index": "[] frame number in the input (before --subsample)",
+    "frame_name": "[] file name, or frame_NNNNNN for videos",
+    "time": "[] seconds (videos) or frame number (images)",
     "c2w": "[4, 4] camera-to-world (OpenCV axes: x right, y down, z forward), segments chained",
     "intrinsics": "[3, 3] K at the model resolution (focal from the point map, principal point W//2, H//2)",
     "depth": "[H, W] z of the points in the camera frame (model units: metres for the released models)",
@@ -73,6 +76,7 @@ FRAME_KEYS = {
     "image": "[H, W, 3] uint8 the model's input image (the points' colours)",
     **{k: f"{_dims(('n',), f.shape)} {f.about}" for k, f in PERSON_FIELDS.items()},
     "smpl_verts_world": "[n, 10475, 3] SMPL-X vertices in the world frame (only with --smplx)",
+    "smpl_joints_world": "[n, 127, 3] SMPL-X joints in the world frame (only with --smplx; 0–54 the skeleton)",
     "n_detected": "[] detections before the slot limit (n < n_detected: the lowest scores were dropped)",
 }
 SUMMARY_KEYS = {

@@ -49,19 +49,49 @@ def _resize_long_side(img: PIL.Image.Image, long_side: int) -> PIL.Image.Image:
     return img.resize(tuple(int(round(x * long_side / s)) for x in img.size), interp)
 
 
+def model_crop(width: int, height: int, size: int) -> tuple[tuple[float, float], tuple[int, int], tuple[int, int]]:
+    """Where `preprocess` takes the model input from a raw image of this size (no pixels touched):
+    ((sx, sy) the resize factors, (x0, y0) the crop's top-left corner in the resized image, (W, H)
+    the model input size). A raw pixel centre u maps to (u + 0.5)·sx − 0.5 − x0 (PIL's resize)."""
+    long_side = round(size * max(width / height, height / width)) if size == 224 else size
+    w, h = (int(round(x * long_side / max(width, height))) for x in (width, height))
+    cx, cy = w // 2, h // 2
+    if size == 224:
+        halfw = halfh = min(cx, cy)
+    else:
+        halfw, halfh = ((2 * cx) // 16) * 8, ((2 * cy) // 16) * 8
+        if w == h:
+            halfh = 3 * halfw / 4
+    x0, y0 = int(round(cx - halfw)), int(round(cy - halfh))
+    size_wh = (int(round(cx + halfw)) - x0, int(round(cy + halfh)) - y0)
+    return (w / width, h / height), (x0, y0), size_wh
+
+
 def model_size(width: int, height: int, size: int) -> tuple[int, int]:
     """(W, H) that `preprocess` gives for a raw image of this size (no pixels touched)."""
-    if size == 224:
-        long_side = round(size * max(width / height, height / width))
-        w, h = (int(round(x * long_side / max(width, height))) for x in (width, height))
-        half = min(w // 2, h // 2)
-        return 2 * half, 2 * half
-    w, h = (int(round(x * size / max(width, height))) for x in (width, height))
-    cx, cy = w // 2, h // 2
-    halfw, halfh = ((2 * cx) // 16) * 8, ((2 * cy) // 16) * 8
-    if w == h:
-        halfh = 3 * halfw / 4
-    return int(round(cx + halfw)) - int(round(cx - halfw)), int(round(cy + halfh)) - int(round(cy - halfh))
+    return model_crop(width, height, size)[2]
+
+
+def intrinsics_to_model(k: np.ndarray, width: int, height: int, size: int) -> np.ndarray:
+    """Pinhole K [..., 3, 3] of the raw frames (pixels, width × height) → K of the model input."""
+    (sx, sy), (x0, y0), _ = model_crop(width, height, size)
+    k = np.array(k, np.float64, copy=True)
+    k[..., 0, :] *= sx
+    k[..., 1, :] *= sy
+    k[..., 0, 2] += 0.5 * sx - 0.5 - x0
+    k[..., 1, 2] += 0.5 * sy - 0.5 - y0
+    return k
+
+
+def intrinsics_to_input(k: np.ndarray, width: int, height: int, size: int) -> np.ndarray:
+    """The inverse of `intrinsics_to_model`: K of the model input → K of the raw frames."""
+    (sx, sy), (x0, y0), _ = model_crop(width, height, size)
+    k = np.array(k, np.float64, copy=True)
+    k[..., 0, 2] -= 0.5 * sx - 0.5 - x0
+    k[..., 1, 2] -= 0.5 * sy - 0.5 - y0
+    k[..., 0, :] /= sx
+    k[..., 1, :] /= sy
+    return k
 
 
 def preprocess(img: PIL.Image.Image, size: int = 512, square_crop: bool | None = None) -> np.ndarray:

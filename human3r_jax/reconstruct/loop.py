@@ -3,7 +3,7 @@ the local devices), each frame's camera, depth, world points and people fetched 
 
     run(model, sources, writers, settings, smplx)   the loop; returns timing
     _frame_geometry(pose, pts_self, base)           chained c2w, focal and world points (jitted)
-    _bodies_world(smplx, out, c2w)                  world-frame SMPL-X vertices of every slot (jitted)
+    _bodies_world(smplx, out, c2w)                  world-frame SMPL-X vertices and joints of every slot (jitted)
     _mesh_and_sharding(batch)                       the batch's sharding over the local devices
 """
 
@@ -38,8 +38,9 @@ def _frame_geometry(pose, pts_self, base):
 
 @jax.jit
 def _bodies_world(smplx, out, c2w):
-    """World-frame SMPL-X vertices of every slot [B, S, V, 3] (out: the step's outputs, c2w [B, 4, 4])."""
-    return runtime.slot_bodies(smplx, out, c2w)[1].vertices
+    """World-frame SMPL-X vertices [B, S, V, 3] and joints [B, S, 127, 3] of every slot (out: the step's
+    outputs, c2w [B, 4, 4])."""
+    return runtime.slot_bodies(smplx, out, c2w)[1]
 
 
 # A Human3R frame's people as its writer gets them: the slot mask, the per-person fields of every slot, the count.
@@ -119,7 +120,7 @@ def run(
             raw_c2w, c2w, focal, world = _frame_geometry(
                 out["camera_pose"], out["pts3d_in_self_view"], jnp.asarray(base)
             )
-            verts = _bodies_world(smplx, out, c2w) if (smplx is not None and model.humans) else None
+            bodies = _bodies_world(smplx, out, c2w) if (smplx is not None and model.humans) else None
             if reset[0]:  # the official duplicate: same frame, fresh state, outputs dropped
                 duplicate = Frame(frame.img, frame.update, put(~reset))
                 carry, _ = runtime.step(model.graphdef, params, carry, duplicate, opts)
@@ -130,7 +131,7 @@ def run(
                     "raw_c2w": raw_c2w,
                     "focal": focal,
                     "world": world,
-                    **({"verts": verts} if verts is not None else {}),
+                    **({"verts": bodies.vertices, "joints": bodies.joints} if bodies is not None else {}),
                 }
             )
             forward.append(time.perf_counter() - t0)
@@ -151,6 +152,7 @@ def run(
                     r.update({k: res[k][j] for k in _HUMAN_KEYS})
                     if "verts" in res:
                         r["smpl_verts_world"] = res["verts"][j]
+                        r["smpl_joints_world"] = res["joints"][j]
                 writers[j].add(items[j][0], items[j][1], r)
                 if on_frame is not None:
                     on_frame(j, r)

@@ -30,16 +30,22 @@ class SequenceWriter:
         self.colours = np.zeros((0, 3), np.uint8)
         self.bodies = None  # (frame number, verts [n, V, 3], ids [n]) for scene.glb
         self.hw = None
+        self.input_size = None  # (W, H) of the raw frames
         # meta.json from the start: a folder never looks complete (complete=true) before it is
         export.save_json(self.out / "meta.json", self._meta(False, None, {}, "running"))
 
     def add(self, raw, img: np.ndarray, res: dict) -> None:
         """One frame's results (numpy, batch axis removed): img [H, W, 3] the model input in [-1, 1]; res the
         scene keys c2w [4, 4], intrinsics [3, 3], depth and conf [H, W], pts3d_world [H, W, 3] and, for Human3R,
-        smpl_valid [S], the PERSON_FIELDS [S, …], n_detected [] and (with SMPL-X) smpl_verts_world [S, V, 3]."""
+        smpl_valid [S], the PERSON_FIELDS [S, …], n_detected [] and (with SMPL-X) smpl_verts_world [S, V, 3] and
+        smpl_joints_world [S, 127, 3]."""
         n = len(self.names)
         self.hw = img.shape[:2]
-        frame = {k: res[k] for k in _SCENE_KEYS}
+        if self.input_size is None and getattr(raw, "image", None) is not None:
+            self.input_size = tuple(raw.image.size)
+            export.save_json(self.out / "meta.json", self._meta(False, None, {}, "running"))
+        frame = {"frame_index": np.int64(raw.index), "frame_name": np.str_(raw.name), "time": np.float64(raw.time)}
+        frame.update({k: res[k] for k in _SCENE_KEYS})
         frame["image"] = ((img * 0.5 + 0.5) * 255).round().clip(0, 255).astype(np.uint8)
         if self.model.humans:
             valid = res["smpl_valid"]
@@ -48,6 +54,7 @@ class SequenceWriter:
             frame["n_detected"] = res["n_detected"]
             if "smpl_verts_world" in res:
                 frame["smpl_verts_world"] = res["smpl_verts_world"][valid]
+                frame["smpl_joints_world"] = res["smpl_joints_world"][valid]
                 want = self.settings.glb_frame
                 if (want is None and valid.any()) or want == n:
                     self.bodies = (n, frame["smpl_verts_world"], frame["smpl_id"])
@@ -109,6 +116,7 @@ class SequenceWriter:
             "input": str(self.source.path),
             "input_kind": self.source.kind,
             "input_fps": self.source.fps,
+            "input_size": self.input_size,
             "settings": dataclasses.asdict(self.settings),
             "model": self.model.source,
             "model_config": ckpt.config_to_json(self.model.cfg),
