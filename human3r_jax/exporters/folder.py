@@ -102,6 +102,31 @@ class Reconstruction:
             raise ExportError(f"{path}: {faces.dtype} {list(faces.shape)}; expected integer faces of shape [*, 3]")
         return faces
 
+    def points(self, conf_threshold: float = 1.5, per_frame: int = 5000, max_points: int = 1_000_000) -> dict:
+        """The fused confident point cloud, as scene.glb takes it: each frame's points with conf >
+        conf_threshold, at most `per_frame` of them evenly spaced in pixel order, the whole cloud thinned by
+        half whenever it passes `max_points`. → xyz [P, 3] float32 (world), rgb [P, 3] uint8, frame [P]
+        (the frame each point comes from) and pixel [P, 2] (its column x and row y at the model resolution)."""
+        xyz, rgb, frame, pixel = [np.zeros((0, 3), np.float32)], [np.zeros((0, 3), np.uint8)], [], []
+        kept = 0
+        for i in range(self.n_frames):
+            f = self.frame(i)
+            rows, cols = np.nonzero(f["conf"] > conf_threshold)
+            if len(rows) > per_frame:
+                sel = np.linspace(0, len(rows) - 1, per_frame).astype(int)
+                rows, cols = rows[sel], cols[sel]
+            xyz.append(f["pts3d_world"][rows, cols].astype(np.float32))
+            rgb.append(f["image"][rows, cols])
+            frame.append(np.full(len(rows), i, np.int64))
+            pixel.append(np.stack([cols, rows], 1))
+            kept += len(rows)
+            if kept > max_points:  # bounded: thin the whole cloud by half
+                out = _concat(xyz, rgb, frame, pixel)
+                xyz, rgb, frame, pixel = ([a[::2]] for a in out)
+                kept = len(xyz[0])
+        xyz, rgb, frame, pixel = _concat(xyz, rgb, frame, pixel)
+        return {"xyz": xyz, "rgb": rgb, "frame": frame, "pixel": pixel}
+
     def note(self) -> str | None:
         """What to tell the user about an interrupted run's folder (None when complete)."""
         if self.complete:
@@ -113,6 +138,15 @@ class Reconstruction:
 # The per-person fields a frame file may hold, with one person's shape.
 _PERSON_SHAPES = {k: f.shape for k, f in PERSON_FIELDS.items()}
 _PERSON_KEYS = tuple(_PERSON_SHAPES)
+
+
+def _concat(xyz, rgb, frame, pixel):
+    return (
+        np.concatenate(xyz),
+        np.concatenate(rgb),
+        np.concatenate(frame) if frame else np.zeros(0, np.int64),
+        np.concatenate(pixel) if pixel else np.zeros((0, 2), np.int64),
+    )
 
 
 def _check(path: Path, key: str, a: np.ndarray, shape: tuple) -> np.ndarray:
