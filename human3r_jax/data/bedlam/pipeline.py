@@ -8,6 +8,11 @@ frames of the split, with replacement (the official sampler draws dataset indice
 frames, so longer sequences are drawn more often). `make_dataset(..., start_step=k)` therefore
 yields exactly batches k, k+1, … of a fresh run, with no tf.data checkpoint.
 
+Processes: with P processes, process p builds samples [p·B/P, (p+1)·B/P) of the global batch of B and
+reads only their frames; the P parts, concatenated in process order, are the batch of one process.
+The frames come from the index's sequences: the files of the preprocessed layout (`BedlamIndex`) or a
+TFDS build of it (`bedlam.tfds.TfdsIndex`), chosen by `open_index`.
+
 Needs TensorFlow only for `make_dataset`/`iterate` (`pip install human3r-jax[train]`); TensorFlow is
 imported lazily and never sees a GPU.
 """
@@ -31,6 +36,30 @@ from human3r_jax.data.schema import OFFICIAL_RESOLUTIONS, batch_spec
 log = logging.getLogger(__name__)
 
 _RESOLUTION_STREAM = 2**32 - 1  # a third seed word no sample index reaches
+DATA_SOURCES = ("files", "tfds")
+
+
+def open_index(data_source: str, root, **index_kw) -> BedlamIndex:
+    """The index of `root`: a preprocessed layout ("files") or the data_dir of a `BedlamTfds` build
+    ("tfds", which imports tensorflow_datasets); index_kw: split, num_views, allow_repeat."""
+    if data_source == "files":
+        return BedlamIndex(root, **index_kw)
+    if data_source == "tfds":
+        from human3r_jax.data.bedlam.tfds import TfdsIndex
+
+        return TfdsIndex(root, **index_kw)
+    raise DataError(f"data_source={data_source!r}: expected one of {', '.join(DATA_SOURCES)}")
+
+
+def process_samples(batch_size: int, process_index: int, process_count: int) -> range:
+    """The samples of the global batch that process `process_index` of `process_count` builds."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+    if batch_size % process_count:
+        raise DataError(f"batch_size={batch_size} does not split evenly over {process_count} processes")
+    per_process = batch_size // process_count
+    return range(process_index * per_process, (process_index + 1) * per_process)
+
 
 # ---------------------------------------------------------------- batches (numpy)
 
@@ -50,14 +79,18 @@ def make_batch(
     step: int,
     batch_size: int,
     resolutions: Sequence[tuple[int, int]] = OFFICIAL_RESOLUTIONS,
+    process_index: int = 0,
+    process_count: int = 1,
     **sample_kw,
 ) -> dict[str, np.ndarray]:
-    """Batch number `step` (`schema.batch_spec`), a pure function of (seed, step)."""
+    """This process's part of batch number `step` (`schema.batch_spec` with batch_size // process_count
+    samples: `process_samples`), a pure function of (seed, step, process_index, process_count)."""
     if seed < 0 or step < 0:
         raise ValueError(f"seed and step must be non-negative, got {seed}, {step}")
+    samples_here = process_samples(batch_size, process_index, process_count)
     resolution = batch_resolution(seed, step, resolutions)
     samples = [
-        load_sample(index, np.random.default_rng([seed, step, i]), resolution, **sample_kw) for i in range(batch_size)
+        load_sample(index, np.random.default_rng([seed, step, i]), resolution, **sample_kw) for i in samples_here
     ]
     batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
     batch["step"] = np.int64(step)
@@ -100,23 +133,28 @@ def make_dataset(
     seed: int,
     start_step: int = 0,
     resolutions: Sequence[tuple[int, int]] = OFFICIAL_RESOLUTIONS,
+    process_index: int = 0,
+    process_count: int = 1,
     num_parallel: int | None = None,
     prefetch: int = 2,
     **sample_kw,
 ):
     """An endless tf.data.Dataset of batches start_step, start_step + 1, … (dicts of tensors,
-    `schema.batch_spec`; H and W static None). num_parallel: batches built at once (default AUTOTUNE);
-    sample_kw: aug_crop, max_humans, jitter as in `load_sample`.
+    `schema.batch_spec`; H and W static None), this process's part of each (`make_batch`; the caller
+    passes jax.process_index() and jax.process_count()). num_parallel: batches built at once (default
+    AUTOTUNE); sample_kw: aug_crop, max_humans, jitter as in `load_sample`.
 
     Prefer `iterate`: a raw iterator of this dataset that is still alive when Python exits can hang
     the process (a batch being built in Python while the interpreter finalises); delete it first."""
+    local_size = len(process_samples(batch_size, process_index, process_count))
     tf = import_tensorflow()
-    spec = batch_spec(batch_size, index.num_views, sample_kw.get("max_humans", 10))
+    spec = batch_spec(local_size, index.num_views, sample_kw.get("max_humans", 10))
     keys = list(spec)
+    process = {"process_index": process_index, "process_count": process_count}
 
     def build(step):
         batch = make_batch(
-            index, seed=seed, step=int(step), batch_size=batch_size, resolutions=resolutions, **sample_kw
+            index, seed=seed, step=int(step), batch_size=batch_size, resolutions=resolutions, **process, **sample_kw
         )
         return tuple(batch[k] for k in keys)
 

@@ -10,12 +10,17 @@ each checked and turned into a `DataError` that names the file:
                          with the same keys, read with `human3r_jax.pickles.load_pickle`, a restricted
                          unpickler that builds only numpy arrays and scalars, so a hostile file cannot
                          run code.
+
+A path is a `pathlib.Path` or anything else with the few path operations the readers use (`LayoutPath`):
+the TFDS build of the layout (`bedlam.tfds.StoredPath`) serves the same files' bytes from its records,
+so both go through the same decoders.
 """
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import PIL.Image
@@ -27,9 +32,21 @@ from human3r_jax.pickles import load_pickle
 MAX_DEPTH = 200.0  # metres; farther depth is invalid (sky)
 
 
-def _read_png(path: Path) -> PIL.Image.Image:
+class LayoutPath(Protocol):
+    """What the readers need of a path in the preprocessed layout (`pathlib.Path` has it)."""
+
+    name: str
+
+    def __truediv__(self, part: str) -> LayoutPath: ...
+
+    def open(self, mode: str) -> BinaryIO: ...
+
+    def exists(self) -> bool: ...
+
+
+def _read_png(path: LayoutPath) -> PIL.Image.Image:
     try:
-        with PIL.Image.open(path) as im:
+        with path.open("rb") as fh, PIL.Image.open(fh) as im:
             im.load()
             return im.copy()
     except FileNotFoundError:
@@ -38,20 +55,21 @@ def _read_png(path: Path) -> PIL.Image.Image:
         raise DataError(f"{path}: cannot read the image ({e})") from None
 
 
-def read_rgb(path: Path) -> PIL.Image.Image:
+def read_rgb(path: LayoutPath) -> PIL.Image.Image:
     return _read_png(path).convert("RGB")
 
 
-def read_mask(path: Path) -> PIL.Image.Image:
+def read_mask(path: LayoutPath) -> PIL.Image.Image:
     """Mode 'L' image; the official loader keeps the first (red) channel of colour masks."""
     im = _read_png(path)
     return im if im.mode == "L" else im.convert("RGB").getchannel("R")
 
 
-def read_depth(path: Path, shape: tuple[int, int]) -> np.ndarray:
+def read_depth(path: LayoutPath, shape: tuple[int, int]) -> np.ndarray:
     """float32 [H, W] metres with non-finite and > MAX_DEPTH values set to 0 (invalid)."""
     try:
-        depth = np.load(path, allow_pickle=False)
+        with path.open("rb") as fh:
+            depth = np.load(fh, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (OSError, ValueError, EOFError) as e:
@@ -63,9 +81,9 @@ def read_depth(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return depth
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
+def _load_npz(path: LayoutPath) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with path.open("rb") as fh, np.load(fh, allow_pickle=False) as z:
             return dict(z)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
@@ -73,7 +91,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: cannot read the archive ({e})") from None
 
 
-def read_camera(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_camera(path: LayoutPath) -> tuple[np.ndarray, np.ndarray]:
     """(intrinsics [3, 3], camera-to-world [4, 4]) as float64."""
     z = _load_npz(path)
     out = []
@@ -95,7 +113,7 @@ def load_smpl_pickle(path: Path) -> list[dict]:
     return people
 
 
-def read_smpl(smpl_dir: Path, frame: str) -> dict[str, np.ndarray]:
+def read_smpl(smpl_dir: LayoutPath, frame: str) -> dict[str, np.ndarray]:
     """Batch key → float32 [P, *person shape] for the people of one frame (`.npz`, else `.pkl`)."""
     npz, pkl = smpl_dir / f"{frame}.npz", smpl_dir / f"{frame}.pkl"
     if npz.exists():
