@@ -3,6 +3,7 @@
 human3r-jax reconstruct INPUT… --checkpoint CKPT --out DIR   video / image folder → cameras, scene, bodies
 human3r-jax evaluate human|depth|pose --dataset NAME --root DATA --checkpoint CKPT --out DIR   benchmarks
 human3r-jax view DIR                      interactive 3-D viewer of a reconstruction (needs viser)
+human3r-jax export DIR --format colmap|ply|gltf|bvh|json   a reconstruction → COLMAP, PLY, glTF, BVH, JSON Lines
 human3r-jax convert IN.pth OUT_DIR        official checkpoint → our format (no PyTorch needed)
 human3r-jax parity FIXTURE_DIR [...]      compare against a fixture of the official code
 human3r-jax preprocess-bedlam --raw R --labels L --out O   BEDLAM release → training layout
@@ -174,6 +175,39 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from human3r_jax.exporters import export
+
+    smplx = _load_smplx(args.smplx)
+    dest, summary = export(
+        args.out_dir,
+        args.format,
+        out=args.out,
+        overwrite=args.overwrite,
+        smplx=smplx,
+        binary=args.binary,
+        input_resolution=args.input_resolution,
+        images=args.images,
+        per_frame=args.per_frame,
+        body_only=args.body_only,
+        units=args.units,
+        fps=args.fps,
+        conf_threshold=args.conf_threshold,
+        points_per_frame=args.points_per_frame,
+        max_points=args.max_points,
+    )
+    print(f"wrote {dest}: {summary}")
+    return 0
+
+
+def _load_smplx(path):
+    if not path:
+        return None
+    from human3r_jax.models.smplx import load_smplx
+
+    return load_smplx(path)
+
+
 def _view(args) -> int:
     import time
 
@@ -312,6 +346,42 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=port, default=8080)
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to share on the network)")
     v.set_defaults(func=_view)
+
+    x = sub.add_parser(
+        "export", help="a reconstruction → COLMAP, PLY, animated SMPL-X (glTF, BVH) or JSON Lines (no model run)"
+    )
+    x.add_argument("out_dir", metavar="OUT_DIR", help="a `human3r-jax reconstruct` output folder (partial ones too)")
+    x.add_argument(
+        "--format",
+        required=True,
+        choices=["colmap", "ply", "gltf", "bvh", "json"],
+        help="colmap: cameras, poses, points; ply: point cloud; gltf: animated bodies, camera, points (.glb); "
+        "bvh: one skeleton animation per person; json: JSON Lines, one frame per line",
+    )
+    x.add_argument(
+        "--out",
+        metavar="PATH",
+        help="where to write (default inside OUT_DIR: colmap/, points.ply or points/, people.glb, bvh/, frames.jsonl)",
+    )
+    x.add_argument("--overwrite", action="store_true", help="replace an earlier export of this program")
+    x.add_argument("--smplx", metavar="PATH", help="gltf, bvh, json: SMPLX_NEUTRAL.npz or its folder (the bodies)")
+    x.add_argument("--binary", action="store_true", help="colmap: the binary model (.bin) instead of text")
+    x.add_argument(
+        "--input-resolution",
+        action="store_true",
+        help="colmap: cameras scaled back to the input frames (default: the model resolution)",
+    )
+    x.add_argument("--images", action="store_true", help="colmap: also write the frames as images/NNNNNN.png")
+    x.add_argument("--per-frame", action="store_true", help="ply: one file per frame (a folder)")
+    x.add_argument("--body-only", action="store_true", help="json, bvh: the 22 body joints only")
+    x.add_argument("--units", choices=["m", "cm"], help="bvh: metres (default) or centimetres")
+    x.add_argument("--fps", type=positive_float, help="gltf, bvh: frame rate for image folders (videos: their own)")
+    x.add_argument("--conf-threshold", type=finite_float, help="colmap, ply, gltf: confidence of the points kept")
+    x.add_argument(
+        "--points-per-frame", type=positive_int, help="colmap, ply: at most this many points from each frame"
+    )
+    x.add_argument("--max-points", type=positive_int, help="colmap, ply, gltf: at most this many points")
+    x.set_defaults(func=_export)
 
     c = sub.add_parser("convert", help="convert an official CUT3R / Human3R .pth checkpoint")
     c.add_argument("checkpoint", help="official .pth file (read without PyTorch; nothing in it is executed)")

@@ -42,7 +42,10 @@ EVALUATION_DATASETS = (
 # What each kind of output holds at its top level (anything else is the user's and is never deleted).
 CONTENTS = {
     "evaluation": re.compile("metrics\\.json|" + "|".join(EVALUATION_DATASETS)),
-    "reconstruction": re.compile(r"frames|reconstruction\.npz|trajectory\.tum|scene\.glb|smplx_faces\.npy|meta\.json"),
+    "reconstruction": re.compile(
+        r"frames|reconstruction\.npz|trajectory\.tum|scene\.glb|smplx_faces\.npy|meta\.json"
+        r"|colmap|points\.ply|points|people\.glb|bvh|frames\.jsonl"  # `human3r-jax export`'s default names
+    ),
     "checkpoint": re.compile(r"config\.json|params"),
     "bedlam-sequence": re.compile(r"rgb|depth|mask|cam|smpl"),
 }
@@ -50,6 +53,9 @@ CONTENTS = {
 _CACHE = re.compile(r"[^/]+\.npz|settings\.json|3dpw_test\.pkl")  # an evaluation's per-dataset folder
 SUB_CONTENTS = {
     ("reconstruction", "frames"): re.compile(r"\d{6,}\.npz"),
+    ("reconstruction", "colmap"): re.compile(r"(cameras|images|points3D)\.(txt|bin)|images|\.human3r-jax"),
+    ("reconstruction", "points"): re.compile(r"\d{6,}\.ply|\.human3r-jax"),
+    ("reconstruction", "bvh"): re.compile(r"person_-?\d+\.bvh|\.human3r-jax"),
     **{("evaluation", name): _CACHE for name in EVALUATION_DATASETS},
 }
 _TEMPORARY = re.compile(r"\..+\.tmp")  # export.atomic_write's in-flight files
