@@ -1,10 +1,14 @@
-"""Interactive 3-D view of a reconstruction folder in the browser (viser, an optional extra).
+"""Interactive 3-D view of a reconstruction in the browser (viser, an optional extra): of a finished (or
+partial) folder, `SceneViewer`, or of a running one, `LiveViewer`.
 
     human3r-jax view OUT_DIR [--port 8080]      then open http://localhost:8080
 
-A frame slider shows that frame's confident points, every camera up to it (the current one
+SceneViewer: a frame slider shows that frame's confident points, every camera up to it (the current one
 highlighted) and its people's SMPL-X meshes coloured by track id; the confidence threshold and the
 point decimation are sliders too. Frames are read from OUT_DIR/frames as they are shown.
+
+LiveViewer: the reconstruction loop hands it each frame as it is produced (`add_frame`); the scene shows
+the newest frames' points, their cameras and the current people, within a fixed budget.
 
 Bad files and addresses end in one ViewerError line naming the file, entry or option at fault, before
 any server starts; a frame file that turns out bad later, from a slider, is reported in the page and
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0  # seconds for viser's server to come up (it takes well under one)
 _IN_USE = "the port is in use (choose another --port, or 0 for any free one)"
+_CURRENT, _EARLIER = (230, 30, 30), (120, 120, 120)  # camera colours: the frame shown, the ones before
 
 
 class ViewerError(Human3rError):
@@ -123,6 +128,28 @@ def _start_server(viser, host: str, port: int, verbose: bool):
     return server
 
 
+def _import_viser():
+    try:
+        import viser
+    except ImportError:
+        raise ViewerError("the viewer needs viser: pip install 'human3r-jax[viewer]'") from None
+    return viser
+
+
+def _add_camera(scene, name: str, c2w: np.ndarray, k: np.ndarray, hw: tuple[int, int], colour: tuple):
+    """The frustum of a camera (c2w [4, 4], K [3, 3] at the frame size hw = (H, W)) as the scene node `name`."""
+    h, w = hw
+    return scene.add_camera_frustum(
+        name,
+        fov=float(2 * np.arctan2(h / 2, drawing_focal(k, h, w))),
+        aspect=w / h,
+        scale=0.05,
+        color=colour,
+        wxyz=tuple(np.asarray(matrix_to_quat(c2w[:3, :3]))),
+        position=tuple(c2w[:3, 3]),
+    )
+
+
 def _check(path: Path, key: str, a: np.ndarray, shape: tuple) -> np.ndarray:
     """`a`, which must be a numeric array of `shape` (None: any length)."""
     if a.dtype.kind not in "iuf" or a.ndim != len(shape) or any(s not in (None, n) for s, n in zip(shape, a.shape)):
@@ -133,10 +160,7 @@ def _check(path: Path, key: str, a: np.ndarray, shape: tuple) -> np.ndarray:
 
 class SceneViewer:
     def __init__(self, out_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, verbose: bool = False):
-        try:
-            import viser
-        except ImportError:
-            raise ViewerError("the viewer needs viser: pip install 'human3r-jax[viewer]'") from None
+        viser = _import_viser()
         self.out = Path(out_dir)
         self.summary = self._read_summary()
         self.n = len(self.summary["c2w"])
@@ -233,15 +257,95 @@ class SceneViewer:
                     self.handles.pop(name).remove()
                 continue
             c2w, k = self.summary["c2w"][j], self.summary["intrinsics"][j]
-            self.handles[name] = scene.add_camera_frustum(
-                name,
-                fov=float(2 * np.arctan2(h / 2, drawing_focal(k, h, w))),
-                aspect=w / h,
-                scale=0.05,
-                color=(230, 30, 30) if j == i else (120, 120, 120),
-                wxyz=tuple(np.asarray(matrix_to_quat(c2w[:3, :3]))),
-                position=tuple(c2w[:3, 3]),
-            )
+            self.handles[name] = _add_camera(scene, name, c2w, k, (h, w), _CURRENT if j == i else _EARLIER)
 
     def stop(self) -> None:
         self.server.stop()
+
+
+class LiveViewer:
+    """The scene of a running reconstruction: `add_frame(i, frame)`, from any thread, shows frame i's
+    confident points (above `conf_threshold`, at most `points_per_frame` of them), its camera (highlighted
+    until the next one) and its people's meshes (with `faces`; they replace the previous frame's).
+
+    The browser's scene stays bounded however long the stream: it holds the point clouds of the newest
+    `max_points // points_per_frame` frames and the cameras of the newest `max_cameras`, each in a ring of
+    scene nodes (/points/<k>, /cameras/<k>, k = i modulo the ring's size) where a newer frame replaces the
+    oldest, and one mesh node per person in view (/people/<k>), updated in place and hidden when fewer people
+    are in view. Nodes are replaced rather than removed: viser keeps every removal for browsers that connect
+    later, which would grow with the stream."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        faces: np.ndarray | None = None,
+        conf_threshold: float = 1.5,
+        points_per_frame: int = 5000,
+        max_points: int = 250_000,
+        max_cameras: int = 1000,
+        verbose: bool = False,
+    ):
+        viser = _import_viser()
+        check_listen_address(host, port)
+        self.server = _start_server(viser, host, port, verbose)
+        self.server.scene.set_up_direction("-y")  # OpenCV camera axes: y points down
+        self.faces = None if faces is None else np.asarray(faces, np.int32)
+        self.conf_threshold, self.points_per_frame = conf_threshold, points_per_frame
+        self.clouds = max(1, max_points // points_per_frame)  # frames whose points stay in the scene
+        self.max_cameras = max_cameras
+        self.frames_shown = 0  # frames added so far
+        self._cameras: dict[int, object] = {}  # ring slot → frustum handle
+        self._current: int | None = None  # the slot of the highlighted camera
+        self._people: list = []  # mesh handles, one per person slot
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return self.server.get_port()
+
+    def add_frame(self, i: int, frame: dict[str, np.ndarray]) -> None:
+        """Show frame `i` (the arrays of its frame file, export.FRAME_KEYS: c2w [4, 4], intrinsics [3, 3],
+        conf [H, W], pts3d_world [H, W, 3], image [H, W, 3] uint8, and for people smpl_id [n] and
+        smpl_verts_world [n, V, 3])."""
+        with self._lock:
+            self._add_points(i, frame)
+            self._add_camera(i, frame)
+            self._show_people(frame)
+            self.frames_shown += 1
+
+    def _add_points(self, i: int, frame: dict) -> None:
+        keep = frame["conf"] > self.conf_threshold
+        pts, rgb = frame["pts3d_world"][keep], frame["image"][keep]
+        if len(pts) > self.points_per_frame:  # evenly over the frame, as scene.glb keeps them
+            pick = np.linspace(0, len(pts) - 1, self.points_per_frame).astype(int)
+            pts, rgb = pts[pick], rgb[pick]
+        name = f"/points/{i % self.clouds}"
+        self.server.scene.add_point_cloud(name, pts.astype(np.float32), rgb.astype(np.uint8), point_size=0.01)
+
+    def _add_camera(self, i: int, frame: dict) -> None:
+        slot = i % self.max_cameras
+        if self._current is not None and self._current != slot:
+            self._cameras[self._current].color = _EARLIER
+        hw = frame["image"].shape[:2]
+        self._cameras[slot] = _add_camera(
+            self.server.scene, f"/cameras/{slot}", frame["c2w"], frame["intrinsics"], hw, _CURRENT
+        )
+        self._current = slot
+
+    def _show_people(self, frame: dict) -> None:
+        verts = frame.get("smpl_verts_world") if self.faces is not None else None
+        n = 0 if verts is None else len(verts)
+        for k in range(n):
+            v, colour = np.asarray(verts[k], np.float32), tuple(track_colour(frame["smpl_id"][k]))
+            if k == len(self._people):
+                self._people.append(self.server.scene.add_mesh_simple(f"/people/{k}", v, self.faces, color=colour))
+            else:
+                mesh = self._people[k]
+                mesh.vertices, mesh.color, mesh.visible = v, colour, True
+        for mesh in self._people[n:]:
+            mesh.visible = False
+
+    def stop(self) -> None:
+        with self._lock:
+            self.server.stop()
