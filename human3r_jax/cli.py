@@ -18,6 +18,7 @@ import signal
 import sys
 
 from human3r_jax.argtypes import finite_float, name_and_tolerance, nonnegative_int, port, positive_float, positive_int
+from human3r_jax.errors import Human3rError
 
 
 def _dino_widths(text: str):
@@ -101,6 +102,11 @@ def _reconstruct(args) -> int:
         max_frames=args.max_frames,
         conf_threshold=args.conf_threshold,
         glb_frame=args.glb_frame,
+        intrinsics=args.intrinsics,
+        camera_poses=args.camera_poses,
+        static_camera=args.static_camera,
+        drop_frames=args.drop_frames,
+        stall_timeout=args.stall_timeout,
     )
     # inputs and outputs first (cheap), then the model (slow to load)
     job = prepare(
@@ -110,28 +116,87 @@ def _reconstruct(args) -> int:
         overwrite=args.overwrite,
         protect=[p for p in (args.checkpoint, args.smplx) if p],
     )
-    smplx = None
-    if args.smplx:
-        from human3r_jax.models.smplx import load_smplx
+    smplx = _load_smplx(args.smplx)
+    viewer = None
+    if args.view:
+        from human3r_jax.viewer import LiveViewer
 
-        smplx = load_smplx(args.smplx)
-    model = load_model(args.checkpoint, args.random_weights, args.max_humans)
-    if model.random_weights:
-        print(
-            f"human3r-jax reconstruct: RANDOM WEIGHTS ({args.random_weights}): this exercises the pipeline; "
-            "its output is meaningless.",
-            file=sys.stderr,
+        viewer = LiveViewer(
+            args.host,
+            args.port,
+            faces=None if smplx is None else smplx.faces,
+            conf_threshold=settings.conf_threshold,
+            points_per_frame=settings.points_per_frame,
         )
-    for o in run_job(job, model, settings, smplx, progress=not args.quiet):
+        print(f"viewing the reconstruction as it runs at {_url(args.host, viewer.port)}", file=sys.stderr)
+    try:
+        model = load_model(args.checkpoint, args.random_weights, args.max_humans, progress=not args.quiet)
+        if model.random_weights:
+            print(
+                f"human3r-jax reconstruct: RANDOM WEIGHTS ({args.random_weights}): this exercises the pipeline; "
+                "its output is meaningless.",
+                file=sys.stderr,
+            )
+        exports = list(dict.fromkeys(args.export or []))
+        if model.humans and smplx is None and {"gltf", "bvh", "json"} & set(exports):
+            raise Human3rError("--export gltf, bvh and json need the SMPL-X model of the bodies: pass --smplx PATH")
+        live_json = "json" in exports and settings.camera_poses is None  # given poses move the frames at the end
+        saved = _FrameListeners(viewer, live_json)
+        try:
+            outs = run_job(job, model, settings, smplx, progress=not args.quiet, on_saved=saved)
+        finally:
+            saved.close()
+    finally:
+        if viewer is not None:
+            viewer.stop()
+    for o in outs:
         print(f"wrote {o} (reconstruction.npz, frames/, trajectory.tum, scene.glb, meta.json)")
+        if live_json:
+            print(f"wrote {o / 'frames.jsonl'} (JSON Lines, appended as frames completed)")
+        for fmt in exports:
+            if fmt == "json" and live_json:
+                continue
+            from human3r_jax.exporters import FORMATS, export
+
+            dest, summary = export(o, fmt, **({"smplx": smplx} if "smplx" in FORMATS[fmt].options else {}))
+            print(f"wrote {dest}: {summary}")
     return 0
+
+
+class _FrameListeners:
+    """What `reconstruct` does with each frame once written: the live viewer (the first input) and the
+    JSON Lines file each output folder gets with --export json."""
+
+    def __init__(self, viewer, live_json: bool):
+        self.viewer, self.live_json, self.jsonl = viewer, live_json, {}
+
+    def __call__(self, j: int, folder, n: int, frame: dict) -> None:
+        if self.viewer is not None and j == 0:
+            self.viewer.add_frame(n, frame)
+        if self.live_json:
+            from human3r_jax.exporters.jsonl import JsonLinesWriter, frame_record
+
+            if folder not in self.jsonl:
+                self.jsonl[folder] = JsonLinesWriter(folder / "frames.jsonl")
+            self.jsonl[folder].add(frame_record(frame, frame.get("smpl_joints_world"), False, index=n))
+
+    def close(self) -> None:
+        for w in self.jsonl.values():
+            w.close()
+
+
+def _url(host: str, port: int) -> str:
+    host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "::1") else host
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
+    return f"http://{host}:{port}"
 
 
 def _evaluate(args) -> int:
     from human3r_jax.evaluation.runner import EvaluationError
+    from human3r_jax.weights import resolve
 
     common = {
-        "checkpoint": args.checkpoint,
+        "checkpoint": resolve(args.checkpoint, progress=not args.quiet) if args.checkpoint else None,
         "random_weights": args.random_weights,
         "rescore": args.rescore,
         "reset_interval": args.reset_interval,
@@ -214,9 +279,7 @@ def _view(args) -> int:
     from human3r_jax.viewer import SceneViewer
 
     viewer = SceneViewer(args.out_dir, host=args.host, port=args.port)
-    host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::", "::1") else args.host
-    host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
-    print(f"viewing {args.out_dir} at http://{host}:{viewer.port} (Ctrl-C to stop)")
+    print(f"viewing {args.out_dir} at {_url(args.host, viewer.port)} (Ctrl-C to stop)")
     try:
         while True:
             time.sleep(1)
@@ -231,7 +294,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+_CHECKPOINT_OPTION_HELP = (
+    "a released name (human3r_896L, human3r_672L, human3r_672B, human3r_672S, cut3r_512_dpt_4_64, "
+    "cut3r_224_linear_4: downloaded, checked and converted once into the cache), a converted checkpoint folder "
+    "(human3r-jax convert) or an official .pth"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from human3r_jax.cameras import INTRINSICS_HELP, POSES_HELP
+    from human3r_jax.data.video import STALL_TIMEOUT
+
     p = _Parser(prog="human3r-jax", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -240,9 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="video (mp4/mov/avi/webm) or folder of images; several inputs of one resolution run as a batch",
+        help="video (mp4/mov/avi/webm/ts) or folder of images (several inputs of one resolution run as a batch); "
+        "or, alone, a live source: a webcam /dev/videoN, a stream URL (rtsp, http, udp, tcp, srt) or - for a "
+        "stream on standard input (MPEG-TS, Matroska, or fragmented/faststart mp4), run until it ends or Ctrl-C",
     )
-    r.add_argument("--checkpoint", help="converted checkpoint folder (human3r-jax convert) or an official .pth")
+    r.add_argument("--checkpoint", help=_CHECKPOINT_OPTION_HELP)
     r.add_argument(
         "--random-weights",
         nargs="?",
@@ -265,6 +340,43 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-humans", type=positive_int, help="human slots per frame (Human3R; default 16)")
     r.add_argument(
         "--glb-frame", type=nonnegative_int, help="frame whose bodies go into scene.glb (default: last with people)"
+    )
+    r.add_argument("--intrinsics", metavar="FX,FY,CX,CY|FILE", help=f"known intrinsics: {INTRINSICS_HELP}")
+    r.add_argument(
+        "--camera-poses",
+        metavar="FILE",
+        help=f"known camera poses, one per processed frame: {POSES_HELP}; the scene is scaled by the Sim(3) "
+        "fitted to them and placed in their world (meta.json: cameras.alignment)",
+    )
+    r.add_argument(
+        "--static-camera",
+        action="store_true",
+        help="the camera does not move: every camera-to-world is the identity (world = the camera's frame)",
+    )
+    r.add_argument(
+        "--export",
+        nargs="+",
+        metavar="FORMAT",
+        choices=["colmap", "ply", "gltf", "bvh", "json"],
+        help="also export at the end (colmap, ply, gltf, bvh, json; json is appended as frames complete); "
+        "see `human3r-jax export`",
+    )
+    r.add_argument(
+        "--view", action="store_true", help="serve the browser viewer while reconstructing, frames added as they come"
+    )
+    r.add_argument("--port", type=port, default=8080, help="--view: the viewer's port (0: any free one)")
+    r.add_argument("--host", default="127.0.0.1", help="--view: the address to listen on")
+    r.add_argument(
+        "--drop-frames",
+        action="store_true",
+        help="live sources: when the model is slower than the source, skip to the newest frame (bounded latency)",
+    )
+    r.add_argument(
+        "--stall-timeout",
+        type=positive_float,
+        default=STALL_TIMEOUT,
+        metavar="SECONDS",
+        help=f"live sources: end with an error after this long without a frame (default {STALL_TIMEOUT:g})",
     )
     r.add_argument(
         "--overwrite",
@@ -290,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pose: tum, tum_50…tum_1000, scannet, sintel",
     )
     e.add_argument("--root", required=True, metavar="DATA_DIR", help="the dataset folder (official layout)")
-    e.add_argument("--checkpoint", help="converted checkpoint folder or an official .pth")
+    e.add_argument("--checkpoint", help=_CHECKPOINT_OPTION_HELP)
     e.add_argument(
         "--random-weights",
         nargs="?",
@@ -442,8 +554,6 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    from human3r_jax.errors import Human3rError
-
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)

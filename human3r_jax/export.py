@@ -68,8 +68,10 @@ FRAME_KEYS = {
     "frame_index": "[] frame number in the input (before --subsample)",
     "frame_name": "[] file name, or frame_NNNNNN for videos",
     "time": "[] seconds (videos) or frame number (images)",
-    "c2w": "[4, 4] camera-to-world (OpenCV axes: x right, y down, z forward), segments chained",
-    "intrinsics": "[3, 3] K at the model resolution (focal from the point map, principal point W//2, H//2)",
+    "c2w": "[4, 4] camera-to-world (OpenCV axes: x right, y down, z forward), segments chained; the given "
+    "--camera-poses, or the identity with --static-camera",
+    "intrinsics": "[3, 3] K at the model resolution (the given --intrinsics mapped to the model input, or the "
+    "focal from the point map with principal point W//2, H//2)",
     "depth": "[H, W] z of the points in the camera frame (model units: metres for the released models)",
     "conf": "[H, W] confidence of the points (1 + exp(x) ≥ 1)",
     "pts3d_world": "[H, W, 3] points in the world frame",

@@ -223,6 +223,10 @@ class _Frames:
     def __len__(self):
         return len(self.files)
 
+    @property
+    def length(self) -> int:
+        return len(self.files)
+
     def __iter__(self):
         for i, f in enumerate(self.files):
             yield _Raw(i, Path(f).name, Path(f), float(i))

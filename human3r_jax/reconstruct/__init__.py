@@ -8,8 +8,10 @@ schema, the per-person fields included, is `human3r_jax.export`.
 
     settings.py   Settings, check_settings, load_model → LoadedModel, CHECKPOINT_HELP
     reader.py     preprocess_frame, first_frame_size, the threaded _Reader
-    writer.py     SequenceWriter: per-frame files, then reconstruction.npz, trajectory.tum, scene.glb, meta.json
-    loop.py       run: the streaming loop (step, pose chaining, focal, world points and bodies, sharding)
+    writer.py     SequenceWriter: per-frame files, then (given poses applied) reconstruction.npz, trajectory.tum,
+                  scene.glb, meta.json
+    loop.py       run: the streaming loop (step, pose chaining, focal or given K, static camera, world points
+                  and bodies, sharding)
     job.py        Job, prepare, run_job, reconstruct
 """
 

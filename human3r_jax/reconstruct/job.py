@@ -5,11 +5,12 @@ written), `run_job` runs each batch with its writers and swaps `--overwrite` out
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from human3r_jax import outputs
+from human3r_jax import cameras, outputs
 from human3r_jax.data.video import FrameSource, InputError
 from human3r_jax.reconstruct.loop import run
 from human3r_jax.reconstruct.reader import first_frame_size
@@ -27,6 +28,7 @@ class Job:
     outs: list[Path]  # the final output folder of each source
     targets: dict[Path, Path]  # final folder → where the run writes (itself, or <out>.partial)
     groups: dict[tuple[int, int], list[int]]  # model resolution (W, H) → sources run together
+    poses: list[dict | None] | None = None  # each source's given camera-to-world [4, 4] by frame index (--camera-poses)
 
 
 def prepare(
@@ -37,7 +39,8 @@ def prepare(
     protect: Sequence[str | Path] = (),
 ) -> Job:
     """Check the inputs (each source's first frame is decoded and preprocessed) and the output
-    folders, and plan the batches; nothing is written.
+    folders, and plan the batches; nothing is written. Given intrinsics and camera poses are read and checked
+    against the frames here (per-frame K or poses: the input's frame list is read, a video decoded once).
 
     An output folder must be absent or empty; with `overwrite` it may also be an earlier
     reconstruction (see `human3r_jax.outputs`), which is then kept until the new one is complete:
@@ -47,13 +50,18 @@ def prepare(
     """
     out_dir = Path(out_dir)
     check_settings(settings)
-    sources = [FrameSource(p, settings.subsample, settings.max_frames) for p in inputs]
+    sources = [FrameSource(p, settings.subsample, settings.max_frames, settings.stall_timeout) for p in inputs]
+    if len(sources) > 1 and any(s.live for s in sources):
+        live = next(s for s in sources if s.live)
+        raise InputError(f"{live.name}: a live source runs alone; give it as the only input")
     outs = [out_dir] if len(sources) == 1 else [out_dir / Path(s.path).stem for s in sources]
     if len(set(outs)) != len(outs):
         raise InputError("several inputs have the same name; give inputs with distinct names")
     if out_dir.exists() and not out_dir.is_dir():
         raise outputs.OutputError(f"{out_dir}: exists and is not a folder; choose another --out")
-    guarded = [s.path for s in sources] + list(protect)
+    poses = _known_cameras(settings, sources)
+    camera_files = [p for p in (settings.camera_poses, settings.intrinsics) if isinstance(p, (str, Path))]
+    guarded = [s.path for s in sources if not s.live] + list(protect) + [p for p in camera_files if Path(p).is_file()]
     targets = {}
     for o in outs:
         targets[o] = o
@@ -63,7 +71,29 @@ def prepare(
     groups: dict[tuple[int, int], list[int]] = {}
     for j, s in enumerate(sources):
         groups.setdefault(first_frame_size(s, settings.size), []).append(j)
-    return Job(sources, outs, targets, groups)
+    return Job(sources, outs, targets, groups, poses)
+
+
+def _known_cameras(settings: Settings, sources: list[FrameSource]) -> list[dict | None]:
+    """Check the given intrinsics and camera poses (per-frame ones against the frame list) → each source's
+    given poses by frame index (None without --camera-poses)."""
+    k = None if settings.intrinsics is None else cameras.parse_intrinsics(settings.intrinsics)
+    per_frame = k is not None and len(k) > 1
+    if len(sources) > 1 and (per_frame or settings.camera_poses is not None):
+        option = "--camera-poses" if settings.camera_poses is not None else "--intrinsics (one K per frame)"
+        raise cameras.CameraError(f"{option} applies to one input; got {len(sources)}")
+    if not per_frame and settings.camera_poses is None:
+        return [None] * len(sources)
+    if sources[0].live:  # matching needs the whole frame list, which a live source does not have
+        option = "--camera-poses" if settings.camera_poses is not None else "--intrinsics (one K per frame)"
+        raise cameras.CameraError(f"{option} needs a video or image folder, not the live source {sources[0].name}")
+    stamps = cameras.frame_stamps(sources[0])
+    if per_frame:
+        named = isinstance(settings.intrinsics, (str, Path))
+        cameras.check_per_frame(k, stamps, f"--intrinsics {settings.intrinsics}" if named else "--intrinsics")
+    if settings.camera_poses is None:
+        return [None]
+    return [cameras.load_poses(settings.camera_poses, sources[0], stamps)]
 
 
 def run_job(
@@ -73,23 +103,39 @@ def run_job(
     smplx=None,
     on_frame=None,
     progress: bool = True,
+    on_saved=None,
 ) -> list[Path]:
-    """Run a prepared job: each group of sources as one batch, each output written as it goes."""
+    """Run a prepared job: each group of sources as one batch, each output written as it goes.
+
+    on_saved(j, folder, n, frame): called with frame n of source j as its file in `folder` holds it, once
+    written (a live viewer, JSON Lines as frames complete). Ctrl-C or SIGTERM ends a live source's run as
+    its normal end (the output is complete); it interrupts any other run."""
     for o, target in job.targets.items():
         if target != o and target.exists():
             outputs.remove_own(target, "reconstruction")  # left by an earlier interrupted --overwrite run
     for members in job.groups.values():
         outs = [job.outs[j] for j in members]
         writers = [
-            SequenceWriter(job.targets[o], model, settings, job.sources[j], smplx) for j, o in zip(members, outs)
+            SequenceWriter(
+                job.targets[o],
+                model,
+                settings,
+                job.sources[j],
+                smplx,
+                job.poses and job.poses[j],
+                on_saved=None if on_saved is None else functools.partial(on_saved, j, job.targets[o]),
+            )
+            for j, o in zip(members, outs)
         ]
         complete, error, timing = False, None, {}
         try:
             timing = run(model, [job.sources[j] for j in members], writers, settings, smplx, on_frame, progress)
             complete = True
-        except KeyboardInterrupt:
-            error = "interrupted"
-            raise
+        except KeyboardInterrupt as e:
+            if not all(job.sources[j].live for j in members):
+                error = "interrupted"
+                raise
+            complete, timing = True, {"ended_by": str(e) or "SIGINT"}
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
             raise

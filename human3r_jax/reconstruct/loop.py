@@ -2,13 +2,14 @@
 the local devices), each frame's camera, depth, world points and people fetched and handed to its writer.
 
     run(model, sources, writers, settings, smplx)   the loop; returns timing
-    _frame_geometry(pose, pts_self, base)           chained c2w, focal and world points (jitted)
+    _frame_geometry(pose, pts_self, base, k, …)     chained (or static) c2w, focal, given K, world points (jitted)
     _bodies_world(smplx, out, c2w)                  world-frame SMPL-X vertices and joints of every slot (jitted)
     _mesh_and_sharding(batch)                       the batch's sharding over the local devices
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 
@@ -16,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from human3r_jax import export, runtime
+from human3r_jax import cameras, export, runtime
 from human3r_jax.data.video import FrameSource
-from human3r_jax.geometry import pose_to_c2w
+from human3r_jax.geometry import pose_to_c2w, transform_points
 from human3r_jax.models import state_update as su
 from human3r_jax.models.cut3r import Frame, StepOptions
 from human3r_jax.reconstruct.reader import _Reader
@@ -26,14 +27,22 @@ from human3r_jax.reconstruct.settings import LoadedModel, Settings
 from human3r_jax.reconstruct.writer import SequenceWriter
 
 
-@jax.jit
-def _frame_geometry(pose, pts_self, base):
-    """Chained c2w, focal and world points of one batch of frames (base: [B, 4, 4] segment bases)."""
+@functools.partial(jax.jit, static_argnames="static")
+def _frame_geometry(pose, pts_self, base, k=None, transl=None, static=False):
+    """One batch of frames' cameras and points (base [B, 4, 4]: the segment bases) → raw c2w, c2w, the
+    estimated focal [B], the camera-frame points [B, H, W, 3], the heads [B, S, 3] and the world points.
+
+    Given intrinsics k [B, 3, 3] (model input) replace the estimate: each pixel keeps its depth and is
+    re-derived through k, each head (transl, smpl_transl) keeps its depth and the pixel it has under the
+    estimated K. static: every c2w is the identity (world = the camera's frame)."""
     raw = pose_to_c2w(pose)
-    c2w = base @ raw
+    c2w = jnp.broadcast_to(jnp.eye(4, dtype=raw.dtype), raw.shape) if static else base @ raw
     focal = runtime.estimate_focal(pts_self)
-    world = jnp.einsum("bij,bhwj->bhwi", c2w[:, :3, :3], pts_self) + c2w[:, None, None, :3, 3]
-    return raw, c2w, focal, world
+    if k is not None:
+        h, w = pts_self.shape[1:3]
+        pts_self = cameras.points_from_depth(pts_self[..., 2], k)
+        transl = None if transl is None else cameras.move_heads(transl, focal, k, h, w)
+    return raw, c2w, focal, pts_self, transl, transform_points(c2w, pts_self)
 
 
 @jax.jit
@@ -73,7 +82,7 @@ def run(
 
     Each writer's `add(raw, img, res)` gets its sequence's frames (see `SequenceWriter.add`), as does
     `on_frame(j, res)`. `prep(raw_frame) -> [H, W, 3]` replaces the demo's `preprocess` (the evaluation's
-    own frame loader)."""
+    own frame loader; not with settings.intrinsics, which are mapped through the demo's resize and crop)."""
     b = len(sources)
     rule = settings.state_update
     if rule is None:  # the user-level --ttt3r picks a built-in rule
@@ -87,12 +96,14 @@ def run(
         params = jax.device_put(params, replicated)
         carry = jax.device_put(carry, sharding)
     put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
-    readers = [_Reader(s, settings.size, prep=prep) for s in sources]
+    readers = [_Reader(s, settings.size, prep=prep, drop=settings.drop_frames) for s in sources]
     iters = [iter(r) for r in readers]
     last = [None] * b
     live = [True] * b
     base = np.tile(np.eye(4, dtype=np.float32), (b, 1, 1))
-    total = max(len(s) for s in sources)
+    given_k = None if settings.intrinsics is None else cameras.parse_intrinsics(settings.intrinsics)
+    lengths = [s.length for s in sources]  # None: a live source
+    total = None if None in lengths else max(lengths)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -117,9 +128,17 @@ def run(
             frame = Frame(put(imgs), put(update), put(reset))
             t0 = time.perf_counter()
             carry, out = runtime.step(model.graphdef, params, carry, frame, opts)
-            raw_c2w, c2w, focal, world = _frame_geometry(
-                out["camera_pose"], out["pts3d_in_self_view"], jnp.asarray(base)
+            k = None if given_k is None else _model_k(given_k, items, settings.size)
+            raw_c2w, c2w, focal, pts, transl, world = _frame_geometry(
+                out["camera_pose"],
+                out["pts3d_in_self_view"],
+                jnp.asarray(base),
+                None if k is None else put(k),
+                None if k is None else out.get("smpl_transl"),
+                static=settings.static_camera,
             )
+            if k is not None:  # the outputs the bodies and the frame files take
+                out = {**out, "pts3d_in_self_view": pts, **({"smpl_transl": transl} if transl is not None else {})}
             bodies = _bodies_world(smplx, out, c2w) if (smplx is not None and model.humans) else None
             if reset[0]:  # the official duplicate: same frame, fresh state, outputs dropped
                 duplicate = Frame(frame.img, frame.update, put(~reset))
@@ -143,7 +162,7 @@ def run(
                     continue
                 r = {
                     "c2w": res["c2w"][j],
-                    "intrinsics": runtime.intrinsics(res["focal"][j : j + 1], h, w)[0],
+                    "intrinsics": k[j] if k is not None else runtime.intrinsics(res["focal"][j : j + 1], h, w)[0],
                     "depth": res["pts3d_in_self_view"][j, ..., 2],
                     "conf": res["conf_self"][j],
                     "pts3d_world": res["world"][j],
@@ -175,7 +194,14 @@ def run(
         "first_frame_s": (t_first or t_start) - t_start,
         "forward_s_per_frame": float(np.mean(forward[1:])) if steady > 0 else None,
         "end_to_end_s_per_frame": wall / steady if steady > 0 else None,
+        "dropped_frames": [r.dropped for r in readers],
     }
+
+
+def _model_k(given_k: np.ndarray, items: list, size: int) -> np.ndarray:
+    """The given K [F or 1, 3, 3] (input pixels) of each sequence's current frame → K [B, 3, 3] of the model
+    input (float32)."""
+    return np.stack([cameras.model_intrinsics(given_k, raw, size) for raw, _ in items]).astype(np.float32)
 
 
 def _humans_str(res, live):

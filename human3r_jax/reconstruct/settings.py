@@ -7,15 +7,18 @@ import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
+
 from human3r_jax import checkpoint as ckpt
+from human3r_jax.cameras import POSES_HELP, CameraError
 from human3r_jax.config import Human3rConfig, preset
-from human3r_jax.data.video import InputError
+from human3r_jax.data.video import STALL_TIMEOUT, InputError
 from human3r_jax.models import state_update as su
 
 CHECKPOINT_HELP = (
-    "get an official checkpoint (Hugging Face hub, faneggg/human3r: human3r_896L.pth, human3r_672S.pth, …; "
-    "CUT3R: cut3r_512_dpt_4_64.pth from the CUT3R release), convert it once with "
-    "`human3r-jax convert FILE.pth DIR` and pass --checkpoint DIR (a .pth also works, converted on the fly); "
+    "pass a released name (human3r_896L, human3r_672L, human3r_672B, human3r_672S, cut3r_512_dpt_4_64, "
+    "cut3r_224_linear_4: downloaded and checked once, converted into ~/.cache/human3r-jax or $HUMAN3R_JAX_CACHE), "
+    "a folder converted with `human3r-jax convert FILE.pth DIR`, or an official .pth (converted on the fly); "
     "or try the pipeline with --random-weights (meaningless output)"
 )
 
@@ -32,10 +35,20 @@ class Settings:
     points_per_frame: int = 5000
     max_points: int = 1_000_000
     state_update: su.Rule | None = None  # a state-update rule of your own (models/state_update.py); overrides ttt3r
+    # Known cameras (human3r_jax.cameras): K of the input frames (fx,fy,cx,cy text, a file, or [3, 3] / [F, 3, 3]),
+    # camera poses (a TUM or COLMAP images.txt file), or a camera that does not move.
+    intrinsics: str | Path | np.ndarray | None = None
+    camera_poses: str | Path | None = None
+    static_camera: bool = False
+    # Live sources (data/video.py): keep only the newest frame when the model is slower than the source, and
+    # the seconds a source may stay silent before the run ends with an error.
+    drop_frames: bool = False
+    stall_timeout: float = STALL_TIMEOUT
 
 
 def check_settings(settings: Settings) -> None:
-    """Refuse settings no run can use (the CLI checks its options the same way when parsing)."""
+    """Refuse settings no run can use (the CLI checks its options the same way when parsing). The camera
+    files are read by `prepare`, which checks them against the frames."""
     if settings.size not in (512, 224):
         raise InputError(f"--size must be 512 or 224, got {settings.size}")
     for name in ("reset_interval", "max_frames", "glb_frame"):
@@ -47,6 +60,12 @@ def check_settings(settings: Settings) -> None:
         raise InputError(f"--subsample must be at least 1, got {settings.subsample}")
     if not math.isfinite(settings.conf_threshold):
         raise InputError(f"--conf-threshold must be a finite number, got {settings.conf_threshold}")
+    if not (math.isfinite(settings.stall_timeout) and settings.stall_timeout > 0):
+        raise InputError(f"--stall-timeout must be a positive number of seconds, got {settings.stall_timeout}")
+    if settings.static_camera and settings.camera_poses is not None:
+        raise CameraError("--static-camera and --camera-poses both set the cameras; give one of them")
+    if settings.camera_poses is not None and not Path(settings.camera_poses).is_file():
+        raise CameraError(f"--camera-poses: {settings.camera_poses}: no such file; expected {POSES_HELP}")
 
 
 @dataclasses.dataclass
@@ -63,26 +82,30 @@ class LoadedModel:
 
 
 def load_model(
-    checkpoint: str | Path | None = None, random_weights: str | None = None, max_humans: int | None = None
+    checkpoint: str | Path | None = None,
+    random_weights: str | None = None,
+    max_humans: int | None = None,
+    progress: bool = True,
 ) -> LoadedModel:
-    """A converted checkpoint directory, an official .pth (converted in memory), or random weights."""
+    """A converted checkpoint directory, an official .pth (converted in memory), a released name (`weights`:
+    fetched, checked and converted once into the cache), or random weights."""
     if checkpoint is None and random_weights is None:
         raise InputError(f"no model given: {CHECKPOINT_HELP}")
     if random_weights is not None:
         cfg = preset(random_weights)
         params, source = None, f"random weights ({random_weights})"
     else:
-        path = Path(checkpoint)
+        from human3r_jax.weights import resolve
+
+        path = resolve(checkpoint, progress)  # a path as it is; a released name → its converted folder
         if path.is_dir():
             cfg, _ = ckpt.read_config(path)
             params = None
-        elif path.is_file():  # an official checkpoint (.pth, .pt, …): converted in memory
+        else:  # an official checkpoint (.pth, .pt, …): converted in memory
             from human3r_jax.converters.convert import convert_file
 
             cfg, params, _ = convert_file(path)
-        else:
-            raise InputError(f"{path}: no such checkpoint file or folder; {CHECKPOINT_HELP}")
-        source = str(path)
+        source = str(path) if str(path) == str(checkpoint) else f"{checkpoint} ({path})"
     if max_humans is not None:
         if not isinstance(cfg, Human3rConfig):
             raise InputError("--max-humans applies to Human3R checkpoints; this one is CUT3R (no humans)")
@@ -91,7 +114,7 @@ def load_model(
     if random_weights is not None:
         graphdef, state = ckpt.params_into(model, ckpt.random_params(model, seed=0, as_jax=True))
     elif params is None:
-        _, graphdef, state = ckpt.load(checkpoint, max_humans=max_humans)
+        _, graphdef, state = ckpt.load(path, max_humans=max_humans)
     else:
         graphdef, state = ckpt.params_into(model, params)
     return LoadedModel(cfg, graphdef, state, random_weights is not None, source)

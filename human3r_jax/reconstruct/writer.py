@@ -1,16 +1,22 @@
 """Writing one sequence as it runs: `SequenceWriter` stores each frame's file as the frame completes
 (the per-frame schema `export.FRAME_KEYS`) and, at `close`, the whole-sequence exports (reconstruction.npz,
-`export.SUMMARY_KEYS`, gathered back from the frame files; trajectory.tum; scene.glb) and meta.json last."""
+`export.SUMMARY_KEYS`, gathered back from the frame files; trajectory.tum; scene.glb) and meta.json last.
+
+Given camera poses (--camera-poses) need the whole predicted trajectory: at `close`, before the
+whole-sequence files, every frame file is moved onto its given pose and scaled by the Sim(3) fitted from the
+predicted to the given camera centres (`cameras.align_trajectory`, `cameras.move_frame`), one file at a time.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from human3r_jax import cameras, export, outputs
 from human3r_jax import checkpoint as ckpt
-from human3r_jax import export, outputs
 from human3r_jax.data.video import FrameSource
 from human3r_jax.reconstruct.settings import LoadedModel, Settings
 
@@ -21,8 +27,21 @@ _SCENE_KEYS = ("c2w", "intrinsics", "depth", "conf", "pts3d_world")
 class SequenceWriter:
     """Writes one sequence's per-frame files and, at `close`, its whole-sequence exports."""
 
-    def __init__(self, out_dir: Path, model: LoadedModel, settings: Settings, source: FrameSource, smplx):
+    def __init__(
+        self,
+        out_dir: Path,
+        model: LoadedModel,
+        settings: Settings,
+        source: FrameSource,
+        smplx,
+        poses=None,
+        on_saved=None,
+    ):
+        """poses: the given camera-to-world [4, 4] of each frame by frame index (`cameras.load_poses`), or None;
+        on_saved(n, frame): called with each frame as its file holds it, once written."""
+        self.on_saved = on_saved
         self.out, self.model, self.settings, self.source, self.smplx = Path(out_dir), model, settings, source, smplx
+        self.poses, self.alignment = poses, None
         (self.out / "frames").mkdir(parents=True, exist_ok=True)
         outputs.mark(self.out, "reconstruction")
         self.names, self.times, self.indices, self.c2w, self.k = [], [], [], [], []
@@ -65,6 +84,32 @@ class SequenceWriter:
         self.c2w.append(res["c2w"])
         self.k.append(res["intrinsics"])
         self._keep_points(res["pts3d_world"], res["conf"], frame["image"])
+        if self.on_saved is not None:  # last: the frame is counted even if the hook is interrupted
+            self.on_saved(n, frame)
+
+    def _apply_poses(self) -> None:
+        """Every frame file moved onto its given pose, the scene scaled by the fitted Sim(3)'s scale; the
+        in-memory copies (cameras, kept points, scene.glb's bodies) rebuilt from the rewritten files."""
+        given = np.stack([self.poses[i] for i in self.indices])
+        self.alignment = cameras.align_trajectory(np.asarray(self.c2w)[:, :3, 3], given[:, :3, 3])
+        scale = self.alignment["scale"]
+        self.points, self.colours = self.points[:0], self.colours[:0]
+        for n, (predicted, pose) in enumerate(zip(self.c2w, given)):
+            path = self.out / "frames" / f"{n:06d}.npz"
+            with np.load(path) as z:
+                frame = cameras.move_frame(dict(z), predicted, pose, scale)
+            export.save_npz(path, frame)
+            self._keep_points(frame["pts3d_world"], frame["conf"], frame["image"])
+            if self.bodies is not None and self.bodies[0] == n:
+                self.bodies = (n, frame["smpl_verts_world"], frame["smpl_id"])
+        self.c2w = list(given.astype(np.float32))
+        a = self.alignment
+        print(
+            f"{self.out}: camera poses from {self.settings.camera_poses} ({a['frames']} frames): scale "
+            + (f"{a['scale']:.6g}" if a["scale_fitted"] else "1 (not fitted: the cameras do not move)")
+            + f", ATE {a['ate_before']:.4g} before and {a['ate_after']:.4g} after the Sim(3) alignment",
+            file=sys.stderr,
+        )
 
     def _keep_points(self, pts, conf, rgb):
         keep = conf > self.settings.conf_threshold
@@ -78,9 +123,12 @@ class SequenceWriter:
             self.points, self.colours = self.points[::2], self.colours[::2]
 
     def close(self, complete: bool, error: str | None, timing: dict) -> None:
-        """The whole-sequence files, then meta.json last (an interruption in between leaves the
-        meta.json that says the folder is incomplete)."""
+        """The frames moved onto the given poses (also for an interrupted run: the frames it has), the
+        whole-sequence files, then meta.json last (an interruption in between leaves the meta.json that
+        says the folder is incomplete)."""
         f = len(self.names)
+        if self.poses is not None and f:
+            self._apply_poses()
         summary = {
             "frame_index": np.asarray(self.indices, np.int64),
             "frame_name": np.asarray(self.names, str),
@@ -113,11 +161,12 @@ class SequenceWriter:
             "state": state,
             "error": error,
             "frames": len(self.names),
-            "input": str(self.source.path),
+            "input": self.source.name,  # the path, or a stream's URL without its password
             "input_kind": self.source.kind,
             "input_fps": self.source.fps,
             "input_size": self.input_size,
-            "settings": dataclasses.asdict(self.settings),
+            "settings": self._settings_json(),
+            "cameras": self._cameras_meta(),
             "model": self.model.source,
             "model_config": ckpt.config_to_json(self.model.cfg),
             "random_weights": self.model.random_weights,
@@ -127,6 +176,27 @@ class SequenceWriter:
             "timing": timing,
             "files": {"frames": export.FRAME_KEYS, "reconstruction.npz": export.SUMMARY_KEYS},
         }
+
+    def _settings_json(self) -> dict:
+        settings = dataclasses.asdict(self.settings)
+        k = settings["intrinsics"]
+        if k is not None and not isinstance(k, str):  # a Path as text, an array as nested lists
+            settings["intrinsics"] = str(k) if isinstance(k, Path) else np.asarray(k).tolist()
+        return settings
+
+    def _cameras_meta(self) -> dict:
+        """What was given: "intrinsics" given/estimated, "poses" given/static/estimated, the world frame, and
+        with given poses the alignment (`cameras.align_trajectory`, None until the run ends)."""
+        s = self.settings
+        poses = "given" if s.camera_poses is not None else "static" if s.static_camera else "estimated"
+        meta = {
+            "intrinsics": "estimated" if s.intrinsics is None else "given",
+            "poses": poses,
+            "world": "the given poses' frame" if poses == "given" else "the first camera's frame",
+        }
+        if s.camera_poses is not None:
+            meta.update(camera_poses=str(s.camera_poses), alignment=self.alignment)
+        return meta
 
     def _human_summary(self, f: int) -> dict:
         """[F, S, …] arrays gathered back from the per-frame files (nothing kept in memory meanwhile)."""
