@@ -71,6 +71,18 @@ def _without_password(url: str) -> str:
     return re.sub(r"^([^:/]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+def display_name(path: str | Path) -> str:
+    """How messages and meta.json name a source: a stream URL without its password."""
+    spec = str(path)
+    return _without_password(spec) if _scheme(spec) else spec
+
+
+def is_live(path: str | Path) -> bool:
+    """A live source: `-` (standard input), a stream URL, or a camera (/dev/videoN)."""
+    spec = str(path)
+    return spec == "-" or _scheme(spec) is not None or spec.startswith("/dev/video")
+
+
 class FrameSource:
     """Frames of `path` (video, image folder, or a live source: /dev/videoN, a stream URL, `-` for standard
     input), every `subsample`-th, at most `max_frames`."""
@@ -87,8 +99,8 @@ class FrameSource:
         self.subsample, self.max_frames, self.stall_timeout = subsample, max_frames, stall_timeout
         spec = str(path)
         scheme = _scheme(spec)
-        self.name = _without_password(spec) if scheme else spec  # how messages name the source
-        self.live = spec == "-" or scheme is not None or spec.startswith("/dev/video")
+        self.name = display_name(spec)
+        self.live = is_live(spec)
         self._pending: RawFrame | None = None  # a live source's first frame, decoded by `first()`
         if self.live:
             self.path = spec

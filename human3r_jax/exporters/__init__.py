@@ -105,8 +105,11 @@ def _destination(rec: Reconstruction, fmt: str, out: str | Path | None, overwrit
     real, home = dest.resolve(), rec.path.resolve()
     if real == home or home.is_relative_to(real):
         raise ExportError(f"{dest}: would replace the reconstruction itself; choose another --out")
-    if real.parent == home and not _export_name(real.name):
-        raise ExportError(f"{dest}: a name the reconstruction uses for its own files; choose another --out")
+    if home in real.parents and not (real.parent == home and _export_name(real.name)):
+        raise ExportError(
+            f"{dest}: inside the reconstruction, where only the default export names go "
+            "(omit --out, or choose a path outside it)"
+        )
     if dest.exists():
         if not overwrite:
             raise ExportError(f"{dest}: exists; pass --overwrite to replace an earlier export, or choose another --out")
@@ -121,9 +124,7 @@ def _destination(rec: Reconstruction, fmt: str, out: str | Path | None, overwrit
 
 
 def _export_name(name: str) -> bool:
-    return name in {f.default_name for f in FORMATS.values()} | {PER_FRAME_PLY} or not outputs.CONTENTS[
-        "reconstruction"
-    ].fullmatch(name)
+    return name in {f.default_name for f in FORMATS.values()} | {PER_FRAME_PLY}
 
 
 def export(

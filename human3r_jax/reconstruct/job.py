@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from human3r_jax import cameras, outputs
-from human3r_jax.data.video import FrameSource, InputError
+from human3r_jax.data.video import FrameSource, InputError, display_name, is_live
 from human3r_jax.reconstruct.loop import run
 from human3r_jax.reconstruct.reader import first_frame_size
 from human3r_jax.reconstruct.settings import LoadedModel, Settings, check_settings
@@ -50,10 +50,10 @@ def prepare(
     """
     out_dir = Path(out_dir)
     check_settings(settings)
+    live = [p for p in inputs if is_live(p)]
+    if live and len(inputs) > 1:  # checked before any source is opened (a live one starts reading at once)
+        raise InputError(f"{display_name(live[0])}: a live source runs alone; give it as the only input")
     sources = [FrameSource(p, settings.subsample, settings.max_frames, settings.stall_timeout) for p in inputs]
-    if len(sources) > 1 and any(s.live for s in sources):
-        live = next(s for s in sources if s.live)
-        raise InputError(f"{live.name}: a live source runs alone; give it as the only input")
     outs = [out_dir] if len(sources) == 1 else [out_dir / Path(s.path).stem for s in sources]
     if len(set(outs)) != len(outs):
         raise InputError("several inputs have the same name; give inputs with distinct names")
