@@ -60,7 +60,13 @@ def test_refuses_to_replace_what_it_did_not_write(rec_dir, tmp_path, capsys):
     code, _, err = _run(capsys, rec_dir, "--format", "colmap", "--out", folder, "--overwrite")
     assert code == 2 and (folder / "keep.txt").read_text() == "x"
     # the reconstruction's own files and the folder itself are never an export destination
-    for target in (rec_dir / "meta.json", rec_dir / "frames", rec_dir):
+    for target in (
+        rec_dir / "meta.json",
+        rec_dir / "frames",
+        rec_dir / "frames" / "x.ply",
+        rec_dir / "mine.ply",
+        rec_dir,
+    ):
         code, _, err = _run(capsys, rec_dir, "--format", "ply", "--out", target, "--overwrite")
         assert code == 2, target
     assert json.loads((rec_dir / "meta.json").read_text())["complete"] is True
