@@ -93,7 +93,8 @@ _LEGACY = {
 }
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object file, or {} when it is missing, unreadable or not an object."""
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -106,9 +107,9 @@ def is_marked(folder: Path, kind: str) -> bool:
     have none) its description file (meta.json, config.json)."""
     folder = Path(folder)
     if (folder / MARKER).exists():
-        return _read_json(folder / MARKER).get("kind") == kind
+        return read_json(folder / MARKER).get("kind") == kind
     name, looks_ours = _LEGACY.get(kind, (None, None))
-    return name is not None and looks_ours(_read_json(folder / name))
+    return name is not None and looks_ours(read_json(folder / name))
 
 
 def _foreign_entry(folder: Path, kind: str) -> Path | None:

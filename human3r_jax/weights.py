@@ -214,7 +214,7 @@ def _cached_problem(folder: Path, name: str, release: Release) -> str | None:
 
     if not folder.is_dir():
         return "absent"
-    record = _read_json(folder / RECORD)
+    record = outputs.read_json(folder / RECORD)
     if record.get("written_by") != "human3r-jax" or record.get("kind") != RECORD_KIND:
         return f"no {RECORD} of human3r-jax"
     if record.get("name") != name or record.get("source") != release.source.record():
@@ -229,14 +229,6 @@ def _cached_problem(folder: Path, name: str, release: Release) -> str | None:
     except Human3rError as e:
         return str(e)
     return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return d if isinstance(d, dict) else {}
 
 
 def _check_replaceable(folder: Path, name: str) -> None:
