@@ -154,6 +154,15 @@ def random_model(cfg: ModelConfig, seed: int = 0, dtype=None):
     return params_into(model, random_params(model, seed, as_jax=True))
 
 
+def _this_process_only():
+    """orbax options for a checkpoint of host arrays that this process writes or reads alone: no barrier with
+    the other processes of a multi-process run (the trainer's export is written by process 0 only)."""
+    import orbax.checkpoint as ocp
+
+    me = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
 def save(
     out_dir: str | Path,
     cfg: ModelConfig,
@@ -177,7 +186,7 @@ def save(
         raise CheckpointFormatError(f"{out_dir}: not numeric arrays, cannot save: {', '.join(bad[:10])}")
     outputs.check_free_space(out_dir.parent, sum(int(np.asarray(v).nbytes) for v in flatten(params).values()))
     tmp = outputs.make_temp_dir(out_dir.parent, f".{out_dir.name}.tmp-")
-    ckptr = ocp.StandardCheckpointer()
+    ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
     unsilence = _silence_failed_writers(tmp)
     try:
         ckptr.save(tmp / "params", jax.tree.map(np.asarray, params))
@@ -286,7 +295,9 @@ def load(ckpt_dir: str | Path, dtype=None, **overrides):
     target = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)
     try:
-        pure = ocp.StandardCheckpointer().restore(ckpt_dir / "params", target)
+        pure = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()).restore(
+            ckpt_dir / "params", target
+        )
     except Exception as e:  # orbax raises many types for a damaged or mismatched tree
         raise CheckpointFormatError(f"{ckpt_dir / 'params'}: cannot restore the parameters ({e})") from None
     graphdef, params = params_into(model, pure)

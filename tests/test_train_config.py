@@ -68,6 +68,9 @@ BAD = [
     bad("compute_dtype", "float16", "float16"),
     bad("remat", "1", 1),
     bad("data_parallel", "None", None),
+    bad("data_source", "parquet", "parquet"),
+    bad("tfds_dir", "", ""),
+    bad("fsdp", "1", 1),
     bad("eval_every", "-1", -1),
     bad("eval_samples", "1", 1),  # less than one batch with eval_every > 0
     bad("eval_samples", "0", 0, eval_every=0),

@@ -60,6 +60,10 @@ FROZEN = (
     r"^(masked_img_token|masked_ray_map_token|mhmr_masked_img_token|masked_smpl_token)$",
 )
 
+# Where the data index comes from: data.bedlam.pipeline.DATA_SOURCES (not imported: the trainer's modules
+# do not load the data pipeline).
+DATA_SOURCES = ("files", "tfds")
+
 # How the fixed group's gradients enter the clip norm (see optim.clip_gradients).
 FIXED_GRADS = ("accumulate", "fresh", "ignore")
 
@@ -78,7 +82,9 @@ class TrainConfig:
     fixed_params: tuple = FIXED  # not updated; their gradients count in the clip norm
     frozen_params: tuple = FROZEN  # no gradient
     # data
-    data_root: str | None = None  # preprocessed BEDLAM (or synthetic) root
+    data_root: str | None = None  # preprocessed BEDLAM (or synthetic) root (data_source "files")
+    data_source: str = "files"  # "files": data_root's preprocessed layout; "tfds": the TFDS build in tfds_dir
+    tfds_dir: str | None = None  # the TFDS data_dir holding bedlam_tfds/ (data_source "tfds")
     split: str = "Training"
     num_views: int = 4
     max_humans: int = 10
@@ -101,7 +107,8 @@ class TrainConfig:
     conf_alpha: float = 0.2
     compute_dtype: str = "bfloat16"  # or "float32"; parameters, heads and losses stay float32
     remat: bool = True  # rematerialise each view's decoder pass in the backward
-    data_parallel: bool = True  # shard the batch over all local devices
+    data_parallel: bool = True  # shard the batch over every device (of every process)
+    fsdp: bool = False  # also shard the parameters and the optimizer state over the devices (see trainer.py)
     # evaluation: the official test set (1000 samples of the Test split at 512×288, seed 42) before
     # training, every eval_every steps and at the end; the best (median loss) is exported
     eval_every: int = 500  # steps (one official epoch); 0: no evaluation
@@ -274,6 +281,8 @@ RULES = {
     "fixed_params": _patterns("fixed_params", 0),
     "frozen_params": _patterns("frozen_params", 0),
     "data_root": PATH,
+    "data_source": _choice(DATA_SOURCES),
+    "tfds_dir": PATH,
     "split": _choice(tuple(SPLITS)),
     "num_views": _count(2),
     "max_humans": _count(1),
@@ -301,6 +310,7 @@ RULES = {
     "compute_dtype": _choice(COMPUTE_DTYPES),
     "remat": FLAG,
     "data_parallel": FLAG,
+    "fsdp": FLAG,
     "eval_every": _count(0),
     "eval_samples": (
         (lambda v, c: _int(v) and v >= (c.batch_size if c.eval_every else 1)),

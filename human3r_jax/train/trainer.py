@@ -1,5 +1,6 @@
 """The training loop: the jitted train step, orbax checkpoints with exact resume,
-TensorBoard and console logs, data parallelism over local devices.
+TensorBoard and console logs, data parallelism over every device of every process, and optionally
+fully sharded parameters.
 
     state = TrainState(step, trainable params (nested), optimizer state)
     train_step(state, fixed, frozen, body_model, batch) -> (state', metrics)
@@ -9,6 +10,24 @@ data/bedlam.py), the step itself draws no random numbers, and a checkpoint holds
 trainable parameters and the optimizer state. Restarting from step N therefore replays batches
 N, N+1, … exactly as an uninterrupted run; the fixed and frozen parameters come again from the
 initialisation (init.py), which is fingerprinted in the checkpoint and checked on resume.
+
+Devices and processes (distributed.py). One mesh with one axis, "data", spans the devices of every
+process (`jax.distributed`; one process is the plain case). The batch is split along it: each process
+builds only its B/P samples of batch k (the same global batch for any process count) and the global
+array is assembled from the parts. Every process runs the steps, the evaluations and the checkpoint
+saves and restores (orbax coordinates them); only process 0 writes logs, TensorBoard, console lines
+and exports.
+
+Fully sharded parameters (`fsdp`). Each array of the fixed, frozen and trainable groups, of the
+optimizer state and of the carried fixed-group gradients is sharded over "data" along its largest
+dimension that the device count divides (the first such, on a tie); an array with no such dimension
+(scalars, biases of odd size) stays replicated. Between steps a device therefore holds about 1/n of
+them. In the step the parameters are gathered before the model uses them (a sharding constraint to
+replicated; XLA inserts the all-gathers, and the transposed reduce-scatters for the gradients), so the
+forward and backward compute exactly as replicated training does, and the optimizer updates each
+shard where it lives; the step pins its outputs to the same shardings. The gathered copies are the
+step's temporaries (bench/bench_fsdp_memory.py measures both). The body model and the batch are
+placed as without fsdp (replicated; split).
 """
 
 from __future__ import annotations
@@ -35,6 +54,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from human3r_jax import checkpoint as ckpt
+from human3r_jax import distributed
 from human3r_jax.config import Human3rConfig
 from human3r_jax.data.schema import NUM_BETAS, STEP_KEYS, batch_spec
 from human3r_jax.models.smplx import load_smplx
@@ -88,21 +108,47 @@ def predict(hcfg: Human3rConfig, graphdef, trainable, fixed, frozen, body_model,
     return train_forward(model, batch, tgt, remat=remat), tgt
 
 
-def make_eval_step(hcfg: Human3rConfig, graphdef):
+def gathered(tree, mesh):
+    """Arrays (sharded or not) whole on every device of `mesh`, as the step computes with parameters; as they
+    are where mesh is None (a step traced without devices)."""
+    return tree if mesh is None else jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, P()))
+
+
+def make_eval_step(hcfg: Human3rConfig, graphdef, mesh=None):
     """The pure evaluation step: the official test criterion's parts (losses.eval_loss) of a batch."""
 
     def eval_step(trainable, fixed, frozen, body_model, batch):
         check_batch(batch, None, None, hcfg.max_humans)  # no TrainConfig here: B and V are img's
+        trainable, fixed, frozen = gathered((trainable, fixed, frozen), mesh)
         pred, tgt = predict(hcfg, graphdef, trainable, fixed, frozen, body_model, batch)
         return eval_loss(body_model, pred, tgt, batch)[1]
 
     return eval_step
 
 
-def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx):
-    """The pure train step (jit it with the shardings of `Trainer`)."""
+def param_spec(shape: tuple, n: int) -> P:
+    """The fsdp placement of an array over n devices: its largest dimension that n divides (the first on a
+    tie) split over "data"; P() (replicated) where none is."""
+    dims = [i for i, d in enumerate(shape) if d >= n and d % n == 0]
+    if n == 1 or not dims:
+        return P()
+    i = max(dims, key=lambda i: shape[i])
+    return P(*(None,) * i, "data")
+
+
+def state_shardings(tree, mesh, fsdp: bool):
+    """NamedShardings of a tree of parameter-like arrays (shapes): `param_spec` with fsdp, else replicated."""
+    n = mesh.devices.size if fsdp else 1
+    return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(tuple(np.shape(x)), n)), tree)
+
+
+def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx, mesh=None):
+    """The pure train step over `mesh`: its state pinned to `state_shardings`, its metrics replicated (no
+    placement where mesh is None)."""
 
     def loss_fn(trainable, fixed, frozen, body_model, batch):
+        if cfg.fsdp:  # so that the sums are those of replicated training (see the module docstring)
+            trainable, fixed, frozen = gathered((trainable, fixed, frozen), mesh)
         pred, tgt = predict(hcfg, graphdef, trainable, fixed, frozen, body_model, batch, cfg.remat)
         loss, details = total_loss(body_model, pred, tgt, batch, cfg.conf_alpha)
         details["humans"] = tgt["smpl_mask"].sum().astype(jnp.float32)
@@ -122,7 +168,10 @@ def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx):
             lr = optim.schedule(cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.total_steps)(state.step)
         trainable = optax.apply_updates(state.trainable, updates)
         metrics.update(grad_norm=norm, lr=lr)
-        return TrainState(state.step + 1, trainable, opt_state, fixed_grads), metrics
+        state = TrainState(state.step + 1, trainable, opt_state, fixed_grads)
+        if mesh is not None:
+            state = jax.lax.with_sharding_constraint(state, state_shardings(state, mesh, cfg.fsdp))
+        return state, gathered(metrics, mesh)
 
     return train_step
 
@@ -134,6 +183,8 @@ def make_train_step(cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx):
 RUN_ONLY_FIELDS = (
     "workdir",
     "data_root",
+    "data_source",
+    "tfds_dir",
     "split",
     "init_cut3r",
     "init_multihmr",
@@ -157,15 +208,14 @@ RUN_ONLY_FIELDS = (
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_step(step_cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx, replicated):
-    return jax.jit(
-        make_train_step(step_cfg, hcfg, graphdef, tx), out_shardings=(replicated, replicated), donate_argnums=(0,)
-    )
+def compiled_step(step_cfg: TrainConfig, hcfg: Human3rConfig, graphdef, tx, mesh):
+    # the inputs' shardings are those of the arrays passed; the outputs' are pinned in the step
+    return jax.jit(make_train_step(step_cfg, hcfg, graphdef, tx, mesh), donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_eval_step(hcfg: Human3rConfig, graphdef, replicated):
-    return jax.jit(make_eval_step(hcfg, graphdef), out_shardings=replicated)
+def compiled_eval_step(hcfg: Human3rConfig, graphdef, mesh):
+    return jax.jit(make_eval_step(hcfg, graphdef, mesh), out_shardings=NamedSharding(mesh, P()))
 
 
 @functools.lru_cache(maxsize=8)
@@ -226,7 +276,12 @@ class Trainer:
         self.cfg = validate(cfg)
         self.hcfg = model_config(cfg)
         self.workdir = Path(cfg.workdir).absolute()
-        devices = jax.local_devices() if cfg.data_parallel else jax.local_devices()[:1]
+        devices = distributed.process_devices(cfg.data_parallel)
+        if cfg.batch_size % jax.process_count():
+            raise TrainError(
+                f"batch_size={cfg.batch_size} does not split over {jax.process_count()} processes "
+                "(each builds an equal part of every batch)"
+            )
         if cfg.batch_size % len(devices):
             raise TrainError(f"batch_size={cfg.batch_size} does not split over {len(devices)} devices")
         self.check_inputs()
@@ -242,16 +297,20 @@ class Trainer:
         self.mesh = jax.sharding.Mesh(np.array(devices), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
-        put = lambda t: jax.device_put(t, self.replicated)
-        self.fixed, self.frozen, self.body_model = put(fixed), put(frozen), put(self.body_model)
+        self.fixed, self.frozen = self.place(fixed), self.place(frozen)
+        self.body_model = jax.tree.map(lambda x: distributed.global_array(x, self.replicated), self.body_model)
         accumulate = cfg.fixed_grads == "accumulate"
         carried = {k: np.zeros(v.shape, np.float32) for k, v in fixed.items()} if accumulate else {}
-        state = TrainState(jnp.zeros((), jnp.int32), trainable, self.tx.init(trainable), carried)
-        self.state = put(state)
-        self.step_fn = compiled_step(step_cfg, self.hcfg, self.graphdef, self.tx, self.replicated)
-        self.eval_fn = compiled_eval_step(self.hcfg, self.graphdef, self.replicated)
+        state = TrainState(np.zeros((), np.int32), trainable, jax.device_get(self.tx.init(trainable)), carried)
+        self.state = self.place(state)
+        self.step_fn = compiled_step(step_cfg, self.hcfg, self.graphdef, self.tx, self.mesh)
+        self.eval_fn = compiled_eval_step(self.hcfg, self.graphdef, self.mesh)
         self.best_eval = math.inf  # the lowest evaluation loss (median over batches) so far
         self.open_workdir(log_to_tensorboard)
+
+    def place(self, tree):
+        """Host arrays (every process holds them in full) → global arrays with `state_shardings`."""
+        return jax.tree.map(distributed.global_array, tree, state_shardings(tree, self.mesh, self.cfg.fsdp))
 
     def check_inputs(self) -> None:
         """The files the run reads and the workdir it writes, before anything slow; builds the data
@@ -288,7 +347,7 @@ class Trainer:
                 item_names=("state", "meta"),
             )
             self.writer = None
-            if log_to_tensorboard:
+            if log_to_tensorboard and distributed.is_main():
                 from human3r_jax.train.tblog import TensorBoardWriter
 
                 self.writer = TensorBoardWriter(self.workdir / "logs")
@@ -354,14 +413,15 @@ class Trainer:
         return step
 
     def export(self, out_dir: str | Path | None = None) -> Path:
-        """The current weights as a converted checkpoint, for `human3r-jax reconstruct`."""
-        flat = {
-            **ckpt.flatten(jax.device_get(self.state.trainable)),
-            **jax.device_get(self.fixed),
-            **jax.device_get(self.frozen),
-        }
+        """The current weights as a converted checkpoint, for `human3r-jax reconstruct`. Every process
+        calls it (the weights are gathered); process 0 writes. → the checkpoint folder."""
+        trainable, fixed, frozen = distributed.host_copy((self.state.trainable, self.fixed, self.frozen))
+        flat = {**ckpt.flatten(trainable), **fixed, **frozen}
         out = Path(out_dir) if out_dir else self.workdir / "export" / f"step_{int(self.state.step)}"
-        inputs = (self.cfg.init, self.cfg.init_cut3r, self.cfg.init_multihmr, self.cfg.smplx, self.cfg.data_root)
+        if not distributed.is_main():
+            return out
+        cfg = self.cfg
+        inputs = (cfg.init, cfg.init_cut3r, cfg.init_multihmr, cfg.smplx, cfg.data_root, cfg.tfds_dir)
         return ckpt.save(
             out,
             self.hcfg,
@@ -374,10 +434,13 @@ class Trainer:
     # -------------------------------------------------------- steps
 
     def device_batch(self, batch: dict) -> dict:
+        """This process's part of a batch (the pipeline's) → the global batch over the mesh."""
         missing = [k for k in STEP_KEYS if k not in batch]
         if missing:
             raise TrainError(f"the data pipeline's batch lacks {missing}")
-        return jax.device_put({k: batch[k] for k in STEP_KEYS}, self.batch_sharding)
+        local = {k: batch[k] for k in STEP_KEYS}
+        check_batch(local, self.cfg.batch_size // jax.process_count(), self.cfg.num_views, self.cfg.max_humans)
+        return distributed.global_batch(local, self.batch_sharding)
 
     def train_step(self, batch: dict) -> dict:
         self.state, metrics = self.step_fn(
@@ -386,11 +449,19 @@ class Trainer:
         return metrics
 
     def data_index(self, split: str, allow_repeat: bool = True):
-        from human3r_jax.data.bedlam import BedlamIndex
+        from human3r_jax.data.bedlam.pipeline import open_index
 
-        if not self.cfg.data_root:
+        cfg = self.cfg
+        if cfg.data_source == "tfds" and not cfg.tfds_dir:
+            raise TrainError("set tfds_dir: the TFDS data_dir of the BEDLAM build (data_source='tfds')")
+        if cfg.data_source == "files" and not cfg.data_root:
             raise TrainError("set data_root: the preprocessed BEDLAM folder")
-        return BedlamIndex(self.cfg.data_root, split=split, num_views=self.cfg.num_views, allow_repeat=allow_repeat)
+        root = cfg.tfds_dir if cfg.data_source == "tfds" else cfg.data_root
+        return open_index(cfg.data_source, root, split=split, num_views=cfg.num_views, allow_repeat=allow_repeat)
+
+    def process_part(self) -> dict:
+        """The pipeline's arguments that make it build only this process's samples of each batch."""
+        return {"process_index": jax.process_index(), "process_count": jax.process_count()}
 
     def batches(self, start_step: int):
         from human3r_jax.data.bedlam import iterate
@@ -405,6 +476,7 @@ class Trainer:
             aug_crop=cfg.aug_crop,
             max_humans=cfg.max_humans,
             prefetch=cfg.prefetch,
+            **self.process_part(),
         )
 
     def evaluate(self) -> dict:
@@ -427,6 +499,7 @@ class Trainer:
             jitter=False,
             max_humans=cfg.max_humans,
             prefetch=cfg.prefetch,
+            **self.process_part(),
         )
         try:
             rows = [
@@ -466,14 +539,16 @@ class Trainer:
         cfg = self.cfg
         start = self.restore_latest() or 0
         end = min(cfg.total_steps, cfg.max_steps) if cfg.max_steps else cfg.total_steps
-        if start:
+        main = distributed.is_main()
+        if start and main:
             log.info("resuming at step %d", start)
         last, t0, n0 = {}, time.perf_counter(), start
         batches = self.batches(start)
-        bar = tqdm(total=end, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=end, initial=start, disable=not (progress and main), unit="step", dynamic_ncols=True)
+        write = bar.write if main else lambda line: None
         try:
             if cfg.eval_every and start == 0 < end:  # the initial weights, as the original's epoch 0
-                self._evaluate_and_keep_best(bar.write)
+                self._evaluate_and_keep_best(write)
                 t0 = time.perf_counter()
             for step in range(start, end):
                 metrics = self.train_step(next(batches))
@@ -491,12 +566,12 @@ class Trainer:
                     t0, n0 = time.perf_counter(), step + 1
                     last["s_per_step"] = dt
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
-                    bar.write(console_line(step + 1, end, last))
+                    write(console_line(step + 1, end, last))
                     if self.writer:
                         self.writer.scalars(step + 1, last)
                 if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == end):
                     t_eval = time.perf_counter()
-                    self._evaluate_and_keep_best(bar.write)  # before the save: its best_eval is in the checkpoint
+                    self._evaluate_and_keep_best(write)  # before the save: its best_eval is in the checkpoint
                     t0 += time.perf_counter() - t_eval  # s/step counts training only
                 self.save()
         finally:
