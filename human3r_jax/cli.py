@@ -43,6 +43,31 @@ def _preset_name(text: str) -> str:
     return text
 
 
+def _join(args) -> None:
+    """Join a multi-process run (human3r_jax.distributed) before anything uses JAX; nothing for one process."""
+    from human3r_jax import distributed
+
+    distributed.initialize(
+        args.coordinator, args.num_processes, args.process_id, args.process_timeout, prog=f"human3r-jax {args.command}"
+    )
+
+
+def _add_process_options(p) -> None:
+    g = p.add_argument_group(
+        "several processes (jax.distributed; SLURM, Open MPI and TPU launches are detected without these)"
+    )
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (or JAX_COORDINATOR_ADDRESS)")
+    g.add_argument("--num-processes", metavar="N", help="how many processes in all (or JAX_NUM_PROCESSES)")
+    g.add_argument("--process-id", metavar="I", help="this process, 0..N−1 (or JAX_PROCESS_ID)")
+    g.add_argument(
+        "--process-timeout",
+        type=positive_int,
+        default=300,
+        metavar="SECONDS",
+        help="how long the processes wait for each other to start (default 300)",
+    )
+
+
 def _convert(args) -> int:
     from human3r_jax.converters.convert import convert_and_save
 
@@ -64,24 +89,31 @@ def _parity(args) -> int:
 
 
 def _train(args) -> int:
+    _join(args)
     import logging
 
+    import jax
+
+    from human3r_jax import distributed
     from human3r_jax.train.config import apply_overrides, load_config
     from human3r_jax.train.trainer import Trainer
 
-    # our own progress at INFO; orbax and absl report every checkpoint write at INFO: warnings only
+    # our own progress at INFO (process 0 only); orbax and absl report every checkpoint write at INFO: warnings only
+    main = distributed.is_main()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("human3r_jax").setLevel(logging.INFO)
+    logging.getLogger("human3r_jax").setLevel(logging.INFO if main else logging.WARNING)
     cfg = apply_overrides(load_config(args.config), args.set or [])
     trainer = Trainer(cfg)
-    print(
-        f"human3r-jax train: {cfg.model}, {trainer.n_trainable:,} trainable parameters, "
-        f"{cfg.total_steps} steps of batch {cfg.batch_size} on {len(trainer.mesh.devices.flat)} device(s), "
-        f"workdir {trainer.workdir}"
-    )
-    trainer.run(progress=not args.quiet)
-    out = trainer.export()
-    print(f"trained weights -> {out}")
+    if main:
+        print(
+            f"human3r-jax train: {cfg.model}, {trainer.n_trainable:,} trainable parameters, "
+            f"{cfg.total_steps} steps of batch {cfg.batch_size} on {len(trainer.mesh.devices.flat)} device(s) "
+            f"of {jax.process_count()} process(es), workdir {trainer.workdir}"
+        )
+    trainer.run(progress=not args.quiet and main)
+    out = trainer.export()  # every process takes part (the shards are gathered); process 0 writes
+    if main:
+        print(f"trained weights -> {out}")
     return 0
 
 
@@ -92,6 +124,7 @@ def _preprocess_bedlam(args) -> int:
 
 
 def _reconstruct(args) -> int:
+    _join(args)
     from human3r_jax.reconstruct import Settings, load_model, prepare, run_job
 
     settings = Settings(
@@ -192,6 +225,7 @@ def _url(host: str, port: int) -> str:
 
 
 def _evaluate(args) -> int:
+    _join(args)
     from human3r_jax.evaluation.runner import EvaluationError
     from human3r_jax.weights import resolve
 
@@ -384,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an earlier output of this program (kept until the new one is complete)",
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_process_options(r)
     r.set_defaults(func=_reconstruct)
 
     e = sub.add_parser(
@@ -451,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="human: fix the released code's 3DPW gender and RICH intrinsics quirks (not the paper's protocol)",
     )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_process_options(e)
     e.set_defaults(func=_evaluate)
 
     v = sub.add_parser("view", help="interactive 3-D viewer of a reconstruction (needs the viewer extra: viser)")
@@ -536,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value (Python literal; repeatable), e.g. --set lr=2e-4",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar (log lines only)")
+    _add_process_options(t)
     t.set_defaults(func=_train)
 
     from human3r_jax.data.bedlam_preprocess import add_arguments

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from human3r_jax import export, outputs
+from human3r_jax import distributed, export, outputs
 from human3r_jax.errors import Human3rError
 
 SCHEMA_VERSION = 1
@@ -106,7 +106,8 @@ def predict(
     on_sequence: Callable[[str], None] | None = None,
 ) -> tuple[Path, dict]:
     """Make sure every sequence of `plan` has cached predictions under OUT_DIR/<dataset>/ (running the model
-    on the missing ones); returns (that folder, the settings). on_sequence(name) runs after each sequence is
+    on the missing ones; in a multi-process run each process its share, then all wait for the others);
+    returns (that folder, the settings). on_sequence(name) runs after each sequence is
     cached (a test hook)."""
     prepare_out(out, [*plan.guarded, checkpoint])
     cache_dir = out / plan.dataset
@@ -153,7 +154,8 @@ def predict(
                 "--rescore"
             )
         cache_dir.mkdir(exist_ok=True)
-        export.save_json(settings_file, settings)
+        if distributed.is_main():
+            export.save_json(settings_file, settings)
 
     todo = [s for s in plan.sequences if not cache_path(cache_dir, s.name).is_file()]
     if rescore and todo:
@@ -161,8 +163,15 @@ def predict(
             f"{cache_path(cache_dir, todo[0].name)}: not cached; --rescore needs every "
             "sequence's predictions (run without --rescore to compute them)"
         )
-    if not todo:
-        return cache_dir, settings
+    # A multi-process run: each process predicts its share, then all wait until every sequence is cached.
+    todo = todo[jax.process_index() :: jax.process_count()]
+    if todo:
+        _run_sequences(plan, todo, cache_dir, settings, model, checkpoint, random_weights, progress, on_sequence)
+    distributed.barrier(f"evaluate {plan.task} {plan.dataset}")
+    return cache_dir, settings
+
+
+def _run_sequences(plan, todo, cache_dir, settings, model, checkpoint, random_weights, progress, on_sequence):
     if model is None:
         from human3r_jax.reconstruct import load_model
 
@@ -194,7 +203,6 @@ def predict(
     finally:
         if bar is not None:
             bar.close()
-    return cache_dir, settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,7 +312,9 @@ def load_cache(path: Path, keys: Sequence[str], n_frames: int) -> dict:
 
 
 def write_entry(out: Path, entry: dict) -> None:
-    """Add (or replace) the entry "<task>/<dataset>" of OUT_DIR/metrics.json."""
+    """Add (or replace) the entry "<task>/<dataset>" of OUT_DIR/metrics.json (the main process only)."""
+    if not distributed.is_main():
+        return
     metrics_file = out / "metrics.json"
     doc = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     doc.setdefault("schema_version", SCHEMA_VERSION)

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
+
 from human3r_jax import cameras, outputs
 from human3r_jax.data.video import FrameSource, InputError, display_name, is_live
 from human3r_jax.reconstruct.loop import run
@@ -105,15 +107,21 @@ def run_job(
     progress: bool = True,
     on_saved=None,
 ) -> list[Path]:
-    """Run a prepared job: each group of sources as one batch, each output written as it goes.
+    """Run a prepared job: each group of sources as one batch, each output written as it goes → the
+    outputs written (in a multi-process run, this process's share: inputs j with j % count == index within
+    each group of one resolution).
 
     on_saved(j, folder, n, frame): called with frame n of source j as its file in `folder` holds it, once
     written (a live viewer, JSON Lines as frames complete). Ctrl-C or SIGTERM ends a live source's run as
     its normal end (the output is complete); it interrupts any other run."""
-    for o, target in job.targets.items():
+    # A multi-process run (human3r_jax.distributed): each process runs its share of each group's inputs.
+    me, count = jax.process_index(), jax.process_count()
+    groups = [g[me::count] for g in job.groups.values() if g[me::count]]
+    for o in (job.outs[j] for g in groups for j in g):
+        target = job.targets[o]
         if target != o and target.exists():
             outputs.remove_own(target, "reconstruction")  # left by an earlier interrupted --overwrite run
-    for members in job.groups.values():
+    for members in groups:
         outs = [job.outs[j] for j in members]
         writers = [
             SequenceWriter(
@@ -152,7 +160,7 @@ def run_job(
                         f"{o}: the earlier output is kept as it was; this run's frames are in {job.targets[o]}",
                         file=sys.stderr,
                     )
-    return job.outs
+    return [job.outs[j] for g in groups for j in g]
 
 
 def reconstruct(

@@ -59,8 +59,9 @@ _FETCHED = ("pts3d_in_self_view", "conf_self", *_HUMAN_KEYS)
 
 
 def _mesh_and_sharding(batch: int):
-    """Split the batch over the local devices when it divides evenly (else one device)."""
-    devices = jax.devices()
+    """Split the batch over the local devices when it divides evenly (else one device); in a multi-process
+    run each process runs its own inputs on its own devices."""
+    devices = jax.local_devices()
     n = max(d for d in range(1, len(devices) + 1) if batch % d == 0)
     if n == 1:
         return None
