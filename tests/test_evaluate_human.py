@@ -355,7 +355,7 @@ def test_sequences_batched_over_devices_predict_what_they_predict_alone(tmp_path
     alone = human.evaluate("emdb1", root, tmp_path / "alone", **run)
     batches = []
     real = runner.run_frames
-    monkeypatch.setattr(runner.jax, "local_devices", lambda: [None, None])  # two devices: sequences in pairs
+    monkeypatch.setattr(runner, "_local_device_count", lambda: 2)  # two devices: sequences in pairs
     monkeypatch.setattr(runner, "run_frames", lambda m, frames, *a: (batches.append(len(frames)), real(m, frames, *a)))
     together = human.evaluate("emdb1", root, tmp_path / "together", **run)
     assert batches == [2, 1]

@@ -190,7 +190,7 @@ def _run_sequences(plan, todo, cache_dir, settings, model, checkpoint, random_we
             total=sum(len(s.frames) for s in todo), unit="frame", desc=f"{plan.task} {plan.dataset}", dynamic_ncols=True
         )
     try:
-        for group in _batches(todo, settings, len(jax.local_devices())):
+        for group in _batches(todo, settings, _local_device_count()):
             if bar is not None:
                 bar.set_postfix(seq=",".join(s.name for s in group))
             sinks = [plan.collect(s) for s in group]
@@ -252,6 +252,11 @@ def _counted(add, bar):
             bar.update(1)
 
     return counted
+
+
+def _local_device_count() -> int:
+    """How many sequences run at once: one per local device."""
+    return len(jax.local_devices())
 
 
 def _batches(seqs: list, settings: dict, n: int) -> list[list]:
