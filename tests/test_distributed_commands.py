@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-from test_distributed import free_port
+from test_distributed import finish, free_port
 from test_evaluate_scene import make_sintel
 
 DEADLINE_S = 240
@@ -38,23 +38,7 @@ def _launch(args: list[str], devices: int, log: Path) -> subprocess.Popen:
 def _run_all(runs: list[tuple[list[str], int]], tmp: Path) -> None:
     """Start every run together; wait until all end (or one fails, or the deadline) and fail with the logs."""
     logs = [tmp / f"run{i}.log" for i in range(len(runs))]
-    procs = [_launch(args, devices, log) for (args, devices), log in zip(runs, logs)]
-    deadline = time.monotonic() + DEADLINE_S
-    try:
-        while any(p.poll() is None for p in procs):
-            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    if any(p.returncode != 0 for p in procs):
-        tails = "\n".join(
-            f"--- {log.name} (exit {p.returncode})\n{log.read_text()[-2000:]}" for p, log in zip(procs, logs)
-        )
-        pytest.fail(f"a process failed or ran past {DEADLINE_S} s:\n{tails}")
+    finish([_launch(args, devices, log) for (args, devices), log in zip(runs, logs)], logs, DEADLINE_S)
 
 
 def _two_processes(args: list[str]) -> list[tuple[list[str], int]]:
