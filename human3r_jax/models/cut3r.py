@@ -143,7 +143,8 @@ class Cut3r(nnx.Module):
     def encode(self, img, taps=None):
         """img [B, H, W, 3] -> (F [B, N, De], pos [B, N, 2])."""
         check_image(img)  # also Human3r's step and the training forward enter here
-        feat, pos = self.encoder(img, taps)
+        with jax.named_scope("encoder"):  # stage names: bench/profile_stages.py reads them from the compiled step
+            feat, pos = self.encoder(img, taps)
         if taps is not None:
             taps.update(enc_out=feat, patch_pos=pos)
         return feat, pos
@@ -183,7 +184,8 @@ class Cut3r(nnx.Module):
         p = self.cfg.patch_size
         grid = (hw[0] // p, hw[1] // p)
         g = feat.mean(axis=1, keepdims=True)
-        pose_q = self.pose_query(carry, g, opts)
+        with jax.named_scope("pose_memory"):
+            pose_q = self.pose_query(carry, g, opts)
         x_img = self.decoder.embed(feat)
         pose_pos = -jnp.ones((b, 1, 2), pos.dtype)
         x = jnp.concatenate([pose_q.astype(x_img.dtype), x_img], axis=1)
@@ -207,24 +209,27 @@ class Cut3r(nnx.Module):
                 dec_in_pos=x_pos,
                 state_pos=state_pos,
             )
-        new_state, xs, logits = self.decoder(
-            carry.state, state_pos, x, x_pos, x_mask, logits=su.uses_logits(opts.state_update), taps=taps
-        )
+        with jax.named_scope("decoders"):
+            new_state, xs, logits = self.decoder(
+                carry.state, state_pos, x, x_pos, x_mask, logits=su.uses_logits(opts.state_update), taps=taps
+            )
         x_final = xs[-1]
-        new_mem = self.pose_retriever.write(carry.mem, g, x_final[:, :1])
+        with jax.named_scope("pose_memory"):
+            new_mem = self.pose_retriever.write(carry.mem, g, x_final[:, :1])
         la, lb = self.cfg.dec_hooks
         f32 = lambda a: a.astype(jnp.float32)
-        out = self.head(
-            f32(feat),
-            f32(xs[la - 1][:, 1 : 1 + n]),
-            f32(xs[lb - 1][:, 1 : 1 + n]),
-            f32(x_final[:, : 1 + n]),
-            pos,
-            grid,
-            rgb=opts.rgb,
-            cross=opts.cross,
-            taps=taps,
-        )
+        with jax.named_scope("heads"):
+            out = self.head(
+                f32(feat),
+                f32(xs[la - 1][:, 1 : 1 + n]),
+                f32(xs[lb - 1][:, 1 : 1 + n]),
+                f32(x_final[:, : 1 + n]),
+                pos,
+                grid,
+                rgb=opts.rgb,
+                cross=opts.cross,
+                taps=taps,
+            )
         if taps is not None:
             taps.update(dec_img_final=x_final, state_candidate=new_state, mem_candidate=new_mem)
         if extra is not None:

@@ -48,7 +48,8 @@ class Human3r(Cut3r):
         x = imagenet_normalize(pad_image(img, self.hcfg.img_res))
         if taps is not None:
             taps["dino_input"] = x
-        z = self.backbone(x, taps)
+        with jax.named_scope("dinov2"):
+            z = self.backbone(x, taps)
         if taps is not None:
             taps["dino_tokens"] = z
         return z
@@ -61,16 +62,19 @@ class Human3r(Cut3r):
         feat, pos = self.encode(frame.img, taps)
         z = self.prior_tokens(frame.img, taps).astype(jnp.float32)
         grid = hc.dino.grid(hc.img_res)
-        scores, idx, valid, n_det = self.human.detect(z, grid, hc.det_threshold, hc.max_humans, taps)
-        z_h = jnp.take_along_axis(z, idx[..., None], axis=1)
-        loc = self.human.locate(z_h, idx, grid, taps)
-        prompts, pos_h = self.human.prompts(z_h, feat, pos, loc, hc.img_res, (h, w), c.patch_size, taps)
+        with jax.named_scope("human_prompts"):
+            scores, idx, valid, n_det = self.human.detect(z, grid, hc.det_threshold, hc.max_humans, taps)
+            z_h = jnp.take_along_axis(z, idx[..., None], axis=1)
+            loc = self.human.locate(z_h, idx, grid, taps)
+            prompts, pos_h = self.human.prompts(z_h, feat, pos, loc, hc.img_res, (h, w), c.patch_size, taps)
         out, new_state, new_mem, gate = self.decode(
             carry, feat, pos, (h, w), opts, extra=(prompts, pos_h, valid), taps=taps
         )
         x_h = out.pop("extra_tokens").astype(jnp.float32)
-        out.update(self.human.smpl(x_h, z_h, taps))
-        tracks, ids = jax.vmap(track)(carry.tracks, x_h, valid)
+        with jax.named_scope("smplx_head"):
+            out.update(self.human.smpl(x_h, z_h, taps))
+        with jax.named_scope("tracking"):
+            tracks, ids = jax.vmap(track)(carry.tracks, x_h, valid)
         score = jnp.take_along_axis(scores.reshape(scores.shape[0], -1), idx, axis=1)
         out.update(
             smpl_scores=scores[..., None],
