@@ -2,6 +2,7 @@
 the local devices), each frame's camera, depth, world points and people fetched and handed to its writer.
 
     run(model, sources, writers, settings, smplx)   the loop; returns timing
+    _float32(out)                                   the step's floating outputs in float32 (bfloat16 models)
     _frame_geometry(pose, pts_self, base, k, …)     chained (or static) c2w, focal, given K, world points (jitted)
     _bodies_world(smplx, out, c2w)                  world-frame SMPL-X vertices and joints of every slot (jitted)
     _mesh_and_sharding(batch)                       the batch's sharding over the local devices
@@ -129,6 +130,7 @@ def run(
             frame = Frame(put(imgs), put(update), put(reset))
             t0 = time.perf_counter()
             carry, out = runtime.step(model.graphdef, params, carry, frame, opts)
+            out = _float32(out)
             k = None if given_k is None else _model_k(given_k, items, settings.size)
             raw_c2w, c2w, focal, pts, transl, world = _frame_geometry(
                 out["camera_pose"],
@@ -196,6 +198,14 @@ def run(
         "forward_s_per_frame": float(np.mean(forward[1:])) if steady > 0 else None,
         "end_to_end_s_per_frame": wall / steady if steady > 0 else None,
         "dropped_frames": [r.dropped for r in readers],
+    }
+
+
+def _float32(out: dict) -> dict:
+    """The step's floating outputs in float32: a bfloat16 model's geometry, bodies and files stay float32."""
+    return {
+        k: v.astype(jnp.float32) if jnp.issubdtype(v.dtype, jnp.floating) and v.dtype != jnp.float32 else v
+        for k, v in out.items()
     }
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
 from human3r_jax import checkpoint as ckpt
@@ -21,6 +22,8 @@ CHECKPOINT_HELP = (
     "a folder converted with `human3r-jax convert FILE.pth DIR`, or an official .pth (converted on the fly); "
     "or try the pipeline with --random-weights (meaningless output)"
 )
+# The model's compute dtype by name (parameters stay float32; None: the modules' own float32, the parity setting).
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +78,7 @@ class LoadedModel:
     params: object
     random_weights: bool
     source: str
+    dtype: str = "float32"  # the compute dtype (COMPUTE_DTYPES); parameters and every file written stay float32
 
     @property
     def humans(self) -> bool:
@@ -86,11 +90,16 @@ def load_model(
     random_weights: str | None = None,
     max_humans: int | None = None,
     progress: bool = True,
+    dtype: str = "float32",
 ) -> LoadedModel:
     """A converted checkpoint directory, an official .pth (converted in memory), a released name (`weights`:
-    fetched, checked and converted once into the cache), or random weights."""
+    fetched, checked and converted once into the cache), or random weights; computing in `dtype` (a name in
+    COMPUTE_DTYPES: float32, the parity setting, or bfloat16 for accelerators)."""
     if checkpoint is None and random_weights is None:
         raise InputError(f"no model given: {CHECKPOINT_HELP}")
+    if dtype not in COMPUTE_DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {dtype!r}")
+    compute = COMPUTE_DTYPES[dtype]
     if random_weights is not None:
         cfg = preset(random_weights)
         params, source = None, f"random weights ({random_weights})"
@@ -110,11 +119,11 @@ def load_model(
         if not isinstance(cfg, Human3rConfig):
             raise InputError("--max-humans applies to Human3R checkpoints; this one is CUT3R (no humans)")
         cfg = dataclasses.replace(cfg, max_humans=max_humans)
-    model = ckpt.abstract_model(cfg)
+    model = ckpt.abstract_model(cfg, compute)
     if random_weights is not None:
         graphdef, state = ckpt.params_into(model, ckpt.random_params(model, seed=0, as_jax=True))
     elif params is None:
-        _, graphdef, state = ckpt.load(path, max_humans=max_humans)
+        _, graphdef, state = ckpt.load(path, dtype=compute, max_humans=max_humans)
     else:
         graphdef, state = ckpt.params_into(model, params)
-    return LoadedModel(cfg, graphdef, state, random_weights is not None, source)
+    return LoadedModel(cfg, graphdef, state, random_weights is not None, source, dtype)

@@ -169,6 +169,7 @@ class SequenceWriter:
             "cameras": self._cameras_meta(),
             "model": self.model.source,
             "model_config": ckpt.config_to_json(self.model.cfg),
+            "compute_dtype": self.model.dtype,  # the files are float32 whatever the model computed in
             "random_weights": self.model.random_weights,
             "note": "RANDOM WEIGHTS: the output is meaningless" if self.model.random_weights else None,
             "smplx": self.smplx is not None,
