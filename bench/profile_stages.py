@@ -28,15 +28,16 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*? ([\w\-]+)\(.*?op_nam
 _CONTAINERS = {"while", "call", "conditional"}  # their time is their body's, charged there
 
 
-def stage_of_instructions(hlo_text: str) -> dict[str, str]:
-    """Compiled-module instruction name → stage (the first stage name in its op_name path, else "other")."""
+def instructions(hlo_text: str) -> dict[str, tuple[str, str]]:
+    """Compiled-module instruction name → (stage, op_name path): the stage is the first stage name in the path,
+    else "other"."""
     out = {}
     for line in hlo_text.splitlines():
         m = _INSTRUCTION.match(line)
         if not m or m.group(2) in _CONTAINERS:
             continue
         parts = m.group(3).split("/")
-        out[m.group(1)] = next((p for p in parts if p in STAGES), "other")
+        out[m.group(1)] = (next((p for p in parts if p in STAGES), "other"), m.group(3))
     return out
 
 
@@ -53,7 +54,7 @@ def trace_op_times(trace_dir: Path, names: set[str]) -> collections.Counter:
     return total
 
 
-def profile(preset: str, size: str, heads: str, dtype: str, frames: int, seed: int) -> dict:
+def profile(preset: str, size: str, heads: str, dtype: str, frames: int, seed: int, top: int = 0) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -69,7 +70,7 @@ def profile(preset: str, size: str, heads: str, dtype: str, frames: int, seed: i
     img = jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, (1, h, w, 3)).astype(np.float32))
     carry = runtime.init_carry(graphdef, params, 1)
     compiled = runtime.step.lower(graphdef, params, carry, make_frame(img), opts).compile()
-    stages = stage_of_instructions(compiled.as_text())
+    ops = instructions(compiled.as_text())
     jax.block_until_ready(compiled(params, carry, make_frame(img)))  # warm: parameters in place
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -78,10 +79,10 @@ def profile(preset: str, size: str, heads: str, dtype: str, frames: int, seed: i
                 carry, out = compiled(params, carry, make_frame(img))
                 jax.block_until_ready((carry, out))
         wall = (time.perf_counter() - t0) / frames
-        times = trace_op_times(Path(tmp), set(stages))
+        times = trace_op_times(Path(tmp), set(ops))
     per_stage = collections.Counter()
     for name, us in times.items():
-        per_stage[stages[name]] += us / frames / 1e3
+        per_stage[ops[name][0]] += us / frames / 1e3
     total = sum(per_stage.values())
     return {
         "preset": preset,
@@ -93,6 +94,9 @@ def profile(preset: str, size: str, heads: str, dtype: str, frames: int, seed: i
         "wall_ms_per_frame": wall * 1e3,
         "op_ms_per_frame": total,
         "stages_ms": {k: per_stage[k] for k in (*STAGES, "other") if per_stage[k] > 0},
+        "top_ops": [
+            {"name": name, "op_name": ops[name][1], "ms": us / frames / 1e3} for name, us in times.most_common(top)
+        ],
     }
 
 
@@ -104,14 +108,17 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--frames", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top", type=int, default=0, help="also list the N most expensive operations")
     p.add_argument("--json", type=Path, default=Path("bench/results/stages.json"))
     args = p.parse_args(argv)
-    res = profile(args.preset, args.size, args.heads, args.dtype, args.frames, args.seed)
+    res = profile(args.preset, args.size, args.heads, args.dtype, args.frames, args.seed, args.top)
     print(f"{res['preset']} {res['size']} heads={res['heads']} {res['dtype']} on {res['device']}")
     print(f"{'stage':14s} {'ms/frame':>9s} {'share':>6s}")
     for name, ms in sorted(res["stages_ms"].items(), key=lambda kv: -kv[1]):
         print(f"{name:14s} {ms:9.0f} {ms / res['op_ms_per_frame']:6.1%}")
     print(f"{'sum of ops':14s} {res['op_ms_per_frame']:9.0f}   (wall {res['wall_ms_per_frame']:.0f} ms/frame)")
+    for op in res["top_ops"]:
+        print(f"{op['ms']:9.1f} ms  {op['name']:28s} {op['op_name'][-90:]}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1))
     print(f"wrote {args.json}")

@@ -106,10 +106,12 @@ def test_logit_mean_equals_explicit_attention_logits():
     assert jax.numpy.all(jnp.isfinite(lm))
 
 
-@pytest.mark.parametrize("nq,nk", [(1030, 1100), (1500, 1024)])
+@pytest.mark.parametrize("nq,nk", [(1030, 1100), (1500, 1024), (700, 600)])
 def test_blocked_attention_equals_full(nq, nk):
-    """Long sequences run block by block (BLOCK_MIN_TOKENS): same result, masks included."""
+    """Long sequences run block by block (BLOCK_MIN_QUERIES, BLOCK_MIN_LOGITS): same result, masks included."""
     from human3r_jax.models import layers
+
+    assert nq >= layers.BLOCK_MIN_QUERIES and nq * nk >= layers.BLOCK_MIN_LOGITS  # the blocked path runs
 
     q = jnp.asarray(RNG.normal(size=(2, nq, 2, 8)), jnp.float32)
     k = jnp.asarray(RNG.normal(size=(2, nk, 2, 8)), jnp.float32)
