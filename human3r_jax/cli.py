@@ -378,8 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         default="float32",
         choices=["float32", "bfloat16"],
-        help="the model's compute dtype: float32 (default; the parity-tested setting) or bfloat16 (faster on GPUs "
-        "and TPUs, slower on CPUs); the parameters and every file written stay float32",
+        help="the model's compute dtype: float32 (default: equal to the official model within 1e-4) or bfloat16 "
+        "(for GPUs and TPUs; on CPUs it is slower; its error, measured per output, is in the README's Speed "
+        "section); the parameters and every file written stay float32",
     )
     r.add_argument(
         "--glb-frame", type=nonnegative_int, help="frame whose bodies go into scene.glb (default: last with people)"
