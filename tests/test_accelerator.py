@@ -1,6 +1,7 @@
 """bench/accelerator.sh and bench/accelerator.py: the one-line refusals (no OUT_DIR, no Python with jax), the parity
 verdict read from `human3r-jax parity`'s own table, a step's timeout, the time kept for later steps, a partial
-run's JSON and table, and (slow, ~2.5 min on 2 cores) the whole --dry-run: every step ok with plausible figures."""
+run's JSON and table, and (~2 min on 2 cores, in the default suite so the script cannot rot between the sessions
+that have a GPU) the whole --dry-run: every step ok with plausible figures."""
 
 import importlib.util
 import json
@@ -132,7 +133,6 @@ def test_without_fixtures_parity_is_skipped_with_the_reason(tmp_path, capsys):
     assert accelerator.main(["--summarize", str(tmp_path / "none.json")]) == 2
 
 
-@pytest.mark.slow
 def test_dry_run_every_step_ok(tmp_path):
     if accelerator.missing() and not (ROOT / "bench" / "wheels").is_dir():
         pytest.skip(f"this Python lacks {accelerator.missing()} and bench/wheels is absent")

@@ -26,6 +26,7 @@ def bench():
     return mod
 
 
+@pytest.mark.slow  # ~20 s: two compilations of the tiny model
 def test_bf16_errors_on_cut3r_tiny(bench):
     # flax's LayerNorm mixes bf16 with its float32 statistics implicitly: standard promotion here.
     with jax.numpy_dtype_promotion("standard"):

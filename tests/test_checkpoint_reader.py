@@ -403,6 +403,7 @@ def mutant(
 MUTANTS = 150
 
 
+@pytest.mark.slow  # ~40 s; the targeted refusal tests above run in the default suite
 def test_fuzzed_checkpoints_are_converted_or_refused(tmp_path, tiny):
     """150 mutants of the tiny checkpoint (seed 0): each converts or is refused with a message whose first line
     names the file (nothing else escapes), within a tracemalloc peak of 2 × the file + 16 MB: the storages read

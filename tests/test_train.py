@@ -75,6 +75,7 @@ def flat_params(trainer: Trainer) -> dict:
     }
 
 
+@pytest.mark.slow  # ~110 s: 30 steps; the resume, CLI and data-parallel tests train in the default suite
 def test_loss_decreases_and_only_trainable_parameters_change(synth, smplx_root, tmp_path):
     trainer = Trainer(tiny(synth, smplx_root, tmp_path / "run"), log_to_tensorboard=False)
     initial = {k: np.array(v) for k, v in flat_params(trainer).items()}
