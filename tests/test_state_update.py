@@ -165,6 +165,7 @@ def tiny_human3r():
     return load_model(random_weights="human3r_tiny")
 
 
+@pytest.mark.slow  # ~31 s; the example rule also runs through reconstruct in the default suite
 def test_example_rule_through_the_scan(tiny_human3r):
     """β = 0 keeps the initial state, β = 1 is the cut3r rule, β = ½ halves the way to the candidate."""
     init = np.asarray(runtime.init_carry(tiny_human3r.graphdef, tiny_human3r.params, 1).state)
