@@ -33,6 +33,10 @@ from pathlib import Path
 
 from torch_reference import OfficialCodeError, check_presets, parse_sources
 
+from human3r_jax.config import CUT3R_PRESETS, HUMAN3R_PRESETS
+
+PRESET_NAMES = sorted(CUT3R_PRESETS) + sorted(HUMAN3R_PRESETS)
+
 # Official PyTorch, float32, 2 threads, 512x288, recorded on that CPU: (s/frame, peak RSS GB)
 REFERENCE_CPU = {"cut3r_512_dpt_4_64": (4.69, 3.9), "human3r_672S": (5.77, 5.0), "human3r_896L": (19.75, 6.3)}
 # The same machine's PyTorch time for 24 ViT-L blocks on 600 tokens. Timing that
@@ -173,7 +177,7 @@ def reference_columns(r: dict) -> tuple[str, str, str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", nargs="+", default=["cut3r_512_dpt_4_64"])
+    p.add_argument("--preset", nargs="+", default=["cut3r_512_dpt_4_64"], choices=PRESET_NAMES)
     p.add_argument("--size", default="512x288", help="WxH (multiples of 16)")
     p.add_argument("--heads", nargs="+", default=["full", "lean"], choices=["full", "lean"])
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"])

@@ -22,6 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from human3r_jax.config import CUT3R_PRESETS, HUMAN3R_PRESETS
+
+PRESET_NAMES = sorted(CUT3R_PRESETS) + sorted(HUMAN3R_PRESETS)
+
 STAGES = ("encoder", "dinov2", "human_prompts", "decoders", "pose_memory", "heads", "smplx_head", "tracking")
 # `%name = type opcode(...), ... metadata={op_name="jit(step)/.../stage/..." ...}` in the compiled module text.
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*? ([\w\-]+)\(.*?op_name=\"([^\"]*)\"")
@@ -102,7 +106,7 @@ def profile(preset: str, size: str, heads: str, dtype: str, frames: int, seed: i
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="human3r_896L")
+    p.add_argument("--preset", default="human3r_896L", choices=PRESET_NAMES)
     p.add_argument("--size", default="512x288", help="WxH (multiples of 16)")
     p.add_argument("--heads", default="full", choices=["full", "lean"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
