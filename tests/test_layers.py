@@ -8,7 +8,7 @@ from flax import nnx
 
 from human3r_jax.converters.rules import transform
 from human3r_jax.models.heads import ConvTranspose, _conv, pixel_shuffle, upsample2x
-from human3r_jax.models.layers import CrossAttention, DecoderBlock
+from human3r_jax.models.layers import CrossAttention, DecoderBlock, gelu
 from human3r_jax.models.letterbox import resize_bilinear
 from human3r_jax.models.rope import apply_rope
 
@@ -30,6 +30,14 @@ def test_upsample2x_equals_torch_bilinear_align_corners(hw):
     x = RNG.normal(size=(2, *hw, 3)).astype(np.float32)
     ref = nhwc(F.interpolate(nchw(x), scale_factor=2, mode="bilinear", align_corners=True))
     np.testing.assert_allclose(np.asarray(upsample2x(jnp.asarray(x))), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_gelu_equals_torch_exact_gelu():
+    # the tails too: the erf form must not lose the small negative outputs where 1 + erf(x/√2) cancels
+    x = np.concatenate([RNG.normal(scale=3, size=4096), np.linspace(-12, 12, 2401)]).astype(np.float32)
+    ref = F.gelu(torch.from_numpy(x.astype(np.float64)), approximate="none").numpy()
+    np.testing.assert_allclose(np.asarray(gelu(jnp.asarray(x))), ref, rtol=0, atol=2e-6)
+    assert jax.grad(lambda v: gelu(v).sum())(jnp.asarray(x)).dtype == jnp.float32
 
 
 @pytest.mark.parametrize("src,dst", [((288, 512), (504, 896)), ((64, 96), (74, 112)), ((5, 3), (11, 7))])

@@ -26,7 +26,9 @@ def layer_boundary(x):
 
 
 def gelu(x):
-    return jax.nn.gelu(x, approximate=False)
+    """Exact GELU in PyTorch's form x·(1 + erf(x/√2))/2. jax.nn.gelu's erfc form is 4x slower on XLA:CPU
+    (2.9 vs 0.76 ms on [576, 4096], measured on 2 cores); both are within 1.1e-6 of the float64 value."""
+    return x * (1 + jax.lax.erf(x * 0.7071067811865476)) * 0.5
 
 
 class Mlp(nnx.Module):
