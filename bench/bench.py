@@ -33,6 +33,7 @@ from pathlib import Path
 
 from torch_reference import OfficialCodeError, check_presets, parse_sources
 
+from human3r_jax.allocator import retain_freed_memory
 from human3r_jax.config import CUT3R_PRESETS, HUMAN3R_PRESETS
 
 PRESET_NAMES = sorted(CUT3R_PRESETS) + sorted(HUMAN3R_PRESETS)
@@ -194,6 +195,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     if args.one:
+        retain_freed_memory()  # as the CLI does (human3r_jax/allocator.py)
         res = run_one(args.preset[0], args.size, args.heads[0], args.dtype[0], args.frames, args.seed)
         print("RESULT " + json.dumps(res))
         return 0

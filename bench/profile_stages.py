@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from human3r_jax.allocator import retain_freed_memory
 from human3r_jax.config import CUT3R_PRESETS, HUMAN3R_PRESETS
 
 PRESET_NAMES = sorted(CUT3R_PRESETS) + sorted(HUMAN3R_PRESETS)
@@ -115,6 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=0, help="also list the N most expensive operations")
     p.add_argument("--json", type=Path, default=Path("bench/results/stages.json"))
     args = p.parse_args(argv)
+    retain_freed_memory()  # as the CLI does (human3r_jax/allocator.py)
     res = profile(args.preset, args.size, args.heads, args.dtype, args.frames, args.seed, args.top)
     print(f"{res['preset']} {res['size']} heads={res['heads']} {res['dtype']} on {res['device']}")
     print(f"{'stage':14s} {'ms/frame':>9s} {'share':>6s}")

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 
+from human3r_jax.allocator import retain_freed_memory
 from human3r_jax.argtypes import finite_float, name_and_tolerance, nonnegative_int, port, positive_float, positive_int
 from human3r_jax.errors import Human3rError
 
@@ -601,6 +602,7 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    retain_freed_memory()
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
