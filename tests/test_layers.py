@@ -114,22 +114,22 @@ def test_logit_mean_equals_explicit_attention_logits():
     assert jax.numpy.all(jnp.isfinite(lm))
 
 
-@pytest.mark.parametrize("nq,nk", [(1030, 1100), (1500, 1024), (700, 760)])
-def test_blocked_attention_equals_full(nq, nk):
-    """Long sequences run block by block (BLOCK_MIN_QUERIES, BLOCK_MIN_LOGITS): same result, masks included."""
+@pytest.mark.parametrize("nq,nk,blocked", [(1030, 1100, True), (1500, 1024, True), (700, 760, True), (300, 257, False)])
+def test_attention_equals_softmax(nq, nk, blocked, monkeypatch):
+    """Whole, or block by block for long sequences (BLOCK_MIN_QUERIES, BLOCK_MIN_LOGITS; lowered here so that
+    small ones take that path): the softmax of the scaled logits times the values, masks included."""
     from human3r_jax.models import layers
 
-    assert nq >= layers.BLOCK_MIN_QUERIES and nq * nk >= layers.BLOCK_MIN_LOGITS  # the blocked path runs
+    monkeypatch.setattr(layers, "BLOCK_MIN_LOGITS", 500_000)
+    assert (nq >= layers.BLOCK_MIN_QUERIES and nq * nk >= layers.BLOCK_MIN_LOGITS) == blocked
 
     q = jnp.asarray(RNG.normal(size=(2, nq, 2, 8)), jnp.float32)
     k = jnp.asarray(RNG.normal(size=(2, nk, 2, 8)), jnp.float32)
     v = jnp.asarray(RNG.normal(size=(2, nk, 2, 8)), jnp.float32)
     mask = jnp.asarray(RNG.uniform(size=(2, nk)) > 0.3)
     for m in (None, mask):
-        blocked = layers.attend(q, k, v, m)
-        full = layers._softmax_attend(
-            *(x.transpose(0, 2, 1, 3) for x in (q, k, v)), None if m is None else m[:, None, None, :]
-        )
-        np.testing.assert_allclose(
-            np.asarray(blocked), np.asarray(full.transpose(0, 2, 1, 3).reshape(blocked.shape)), rtol=1e-5, atol=1e-6
-        )
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(8).astype(np.float32)
+        if m is not None:
+            logits = jnp.where(m[:, None, None, :], logits, -jnp.inf)
+        ref = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v).reshape(2, nq, 16)
+        np.testing.assert_allclose(np.asarray(layers.attend(q, k, v, m)), np.asarray(ref), rtol=1e-5, atol=1e-6)

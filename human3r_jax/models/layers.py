@@ -47,31 +47,25 @@ def _heads(x, num_heads):
     return x.reshape(b, n, num_heads, c // num_heads)
 
 
-# Attention runs each head's queries in two halves once its logits outgrow a core's L2 cache (2 MB on the
-# development CPU), measured on 2 cores: the state decoder's self-attention (768², 37 → 16 ms per call) and the
-# DINOv2 prior (4097²: 1.06 s unblocked, 0.58 s in blocks of 256, 0.40 s in halves; halves beat every block
-# size tried from 96 to 1366). Smaller ones (the decoders' cross-attention, ~600-token images) are faster whole.
+# Attention runs each head's queries in two halves once the head's logits outgrow what the cores' caches hold well:
+# the DINOv2 prior at 896 px (4097²: 1.06 s per layer whole, 0.58 s in blocks of 256, 0.40 s in halves; halves beat
+# every block size tried from 96 to 1366). Measured on 2 cores with the CLI's allocator (human3r_jax/allocator.py),
+# the decoders' attention (768² and smaller) and DINOv2 at 672 px (2305²) are as fast or faster whole.
 BLOCK_MIN_QUERIES = 640
-BLOCK_MIN_LOGITS = 500_000
-
-
-def _softmax_attend(q, k, v, key_mask):
-    """q [..., Nq, d], k/v [..., Nk, d], key_mask broadcastable to the logits or None."""
-    logits = (q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)) @ k.swapaxes(-1, -2)
-    if key_mask is not None:
-        logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    return probs @ v
+BLOCK_MIN_LOGITS = 8_000_000
 
 
 def _attend_block(q, k, v, key_mask):
-    """Softmax attention normalised after the value product: (e·v) / Σe with e = exp(logits − max), one pass
-    over the [Nq, Nk] block fewer than normalising e first. q [c, d], k/v [Nk, d], key_mask [1, Nk] or None."""
-    logits = (q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)) @ k.swapaxes(-1, -2)
+    """Softmax attention, the 1/√d scale and the normalisation applied after the matmuls:
+    (e·v) / Σe with e = exp((q·k − max)/√d). Neither q nor the [Nq, Nk] probabilities take a pass of their own
+    (768² state self-attention: 17.7 → 14.4 ms). q [..., Nq, d], k/v [..., Nk, d], key_mask broadcastable to the
+    logits or None."""
+    logits = q @ k.swapaxes(-1, -2)
     if key_mask is not None:
         logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
     logits = logits.astype(jnp.float32)
-    e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
+    top = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
+    e = jnp.exp((logits - top) * jnp.float32(q.shape[-1] ** -0.5))
     return ((e.astype(v.dtype) @ v) / e.sum(axis=-1, keepdims=True)).astype(v.dtype)
 
 
@@ -104,7 +98,7 @@ def attend(q, k, v, key_mask=None):
     if n >= BLOCK_MIN_QUERIES and n * k.shape[2] >= BLOCK_MIN_LOGITS:
         out = _blocked(q, k, v, key_mask)
     else:
-        out = _softmax_attend(q, k, v, None if key_mask is None else key_mask[:, None, None, :])
+        out = _attend_block(q, k, v, None if key_mask is None else key_mask[:, None, None, :])
     return out.transpose(0, 2, 1, 3).reshape(b, n, h * d)
 
 
