@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from human3r_jax.models.rope import apply_rope, grid_positions
+from human3r_jax.models.rope import TABLE_HALF, apply_rope, grid_positions
 
 
 def rope_formula(x: np.ndarray, pos: np.ndarray, base: float) -> np.ndarray:
@@ -34,12 +34,23 @@ def test_rope_matches_formula_for_negative_and_positive_positions(head_dim):
     np.testing.assert_allclose(ours, rope_formula(x, pos, 100.0), rtol=2e-5, atol=2e-5)
 
 
-def test_rope_position_minus_one_is_not_a_table_lookup():
-    # θ = −ω: rotating by −1 then by +1 (the same vector) must give back the input.
+def test_rope_position_minus_one_turns_backwards():
+    # θ = −ω (croco's cached table would read its last row for −1): rotating by −1 then by +1 gives back the input.
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 1, 1, 16)), jnp.float32)
     back = apply_rope(apply_rope(x, jnp.array([[[-1, -1]]]), 100.0), jnp.array([[[1, 1]]]), 100.0)
     np.testing.assert_allclose(np.asarray(back), np.asarray(x), atol=1e-6)
     assert not np.allclose(np.asarray(apply_rope(x, jnp.array([[[-1, -1]]]), 100.0)), np.asarray(x))
+
+
+def test_rope_table_edges_and_positions_beyond_them():
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(1, 4, 2, 16)), jnp.float32)
+    edges = np.array([[-TABLE_HALF, 0], [TABLE_HALF - 1, 5], [0, -TABLE_HALF], [3, TABLE_HALF - 1]], np.int32)
+    ours = np.asarray(apply_rope(x, jnp.asarray(edges)[None], 100.0))[0]
+    np.testing.assert_allclose(ours, rope_formula(np.asarray(x)[0], edges, 100.0), rtol=2e-5, atol=2e-5)
+    beyond = np.array([[TABLE_HALF, 0], [0, -TABLE_HALF - 1], [1, 1], [2, 2]], np.int32)
+    out = np.asarray(apply_rope(x, jnp.asarray(beyond)[None], 100.0))[0]
+    assert np.isnan(out[0, :, :8]).all() and np.isnan(out[1, :, 8:]).all()  # the half whose angle is unknown
+    assert np.isfinite(out[0, :, 8:]).all() and np.isfinite(out[2:]).all()
 
 
 def test_rope_fp16_rounding_option():
