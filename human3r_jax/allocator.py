@@ -10,7 +10,8 @@ buffers more than it needs; RSS levels off (4.02 GB from the 4th frame on in a 2
 
     retain_freed_memory()   # before the first JAX computation; the CLI and the benchmarks call it
 
-Set HUMAN3R_JAX_MALLOC=system to keep glibc's defaults. Other C libraries (musl, macOS) are left as they are.
+HUMAN3R_JAX_MALLOC=system keeps glibc's defaults (unset or `retain`: this policy; any other value is refused).
+Other C libraries (musl, macOS) are left as they are.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+
+from human3r_jax.errors import Human3rError
 
 # mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -30,7 +33,12 @@ def retain_freed_memory() -> bool:
     """Set glibc's malloc to one arena, no mmap and a 2 GiB trim threshold; True if it took effect.
 
     Threads started before the call keep the arena they have, hence "before the first JAX computation"."""
-    if os.environ.get("HUMAN3R_JAX_MALLOC") == "system" or platform.libc_ver()[0] != "glibc":
+    choice = os.environ.get("HUMAN3R_JAX_MALLOC", "retain") or "retain"
+    if choice not in ("retain", "system"):
+        raise Human3rError(
+            f"HUMAN3R_JAX_MALLOC={choice!r}: expected 'system' (glibc's defaults) or 'retain' (or unset)"
+        )
+    if choice == "system" or platform.libc_ver()[0] != "glibc":
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

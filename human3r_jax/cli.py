@@ -602,9 +602,9 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    retain_freed_memory()
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        retain_freed_memory()
         return args.func(args)
     except (Human3rError, FileExistsError, FileNotFoundError) as e:
         print(f"human3r-jax {args.command}: error: {e}", file=sys.stderr)

@@ -46,3 +46,14 @@ def test_retained_memory_is_not_faulted_in_again_and_the_opt_out_keeps_glibc_def
         pytest.skip(f"glibc's defaults fault in only {fewest_system} pages per call here: nothing to compare")
     assert clean_system == 0
     assert clean >= 4, f"only {clean} of 8 calls reused freed memory"
+
+
+def test_an_unknown_policy_is_refused_in_one_line(tmp_path):
+    env = {**os.environ, "HUMAN3R_JAX_MALLOC": "sytem"}
+    cmd = [sys.executable, "-m", "human3r_jax.cli", "parity", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "human3r-jax parity: error: HUMAN3R_JAX_MALLOC='sytem': expected 'system' (glibc's defaults) or 'retain' "
+        "(or unset)"
+    ]
