@@ -65,11 +65,11 @@ def fake_batch(b: int, v: int, h: int, w: int, m: int, seed: int = 0) -> dict:
     return batch
 
 
-def default_smplx() -> str:
+def default_smplx(scratch: Path) -> str:
     tool = ROOT.parent / "shared" / "tools" / "make_fake_smplx.py"
     if not tool.exists():
         sys.exit("no SMPL-X model: pass --smplx PATH")
-    root = Path(tempfile.mkdtemp(prefix="bench_smplx_"))
+    root = scratch / "smplx"
     subprocess.run(
         [sys.executable, str(tool), "--root", str(root), "--seed", "0"], check=True, stdout=subprocess.DEVNULL
     )
@@ -95,19 +95,24 @@ def main() -> None:
     ap.add_argument("--pipeline", metavar="DATA_ROOT", help="also time the tf.data pipeline on this dataset")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    # Everything the benchmark writes (synthetic SMPL-X, data, workdir) lives here and goes with it.
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:
+        run(args, Path(scratch))
 
+
+def run(args: argparse.Namespace, scratch: Path) -> None:
     import jax
 
     from human3r_jax.train.config import TrainConfig
     from human3r_jax.train.trainer import Trainer
 
     w, h = (int(x) for x in args.size.split("x"))
-    smplx = args.smplx or default_smplx()
+    smplx = args.smplx or default_smplx(scratch)
     data_root = args.pipeline
     if data_root is None:  # the Trainer checks its data before it starts; the step runs on fake batches
         from human3r_jax.data.synthetic import make_synthetic_bedlam
 
-        data_root = tempfile.mkdtemp(prefix="bench_data_")
+        data_root = str(scratch / "data")
         make_synthetic_bedlam(data_root, smplx, n_train=1, n_test=1, frames=max(8, args.views))
     cfg = TrainConfig(
         model=args.preset,
@@ -120,7 +125,7 @@ def main() -> None:
         resolutions=((w, h),),
         compute_dtype=args.dtype,
         remat=args.remat,
-        workdir=tempfile.mkdtemp(prefix="bench_train_"),
+        workdir=str(scratch / "workdir"),
         samples_per_epoch=1000 * args.batch,
         eval_every=0,
     )

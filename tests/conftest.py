@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,6 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HUMAN3R_JAX_SHARED", ROOT.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
 SPEC = SHARED / "spec"
+
+
+def pytest_report_header(config):
+    """The free space where tests write: a run needs ~5 GB there, and a full disk fails tests in bulk."""
+    tmp = tempfile.gettempdir()
+    free = shutil.disk_usage(tmp).free / 2**30
+    return f"free in {tmp}: {free:.1f} GiB" + ("  (under 6 GiB: tests may fail on writes)" if free < 6 else "")
 
 
 @pytest.fixture(autouse=True)
