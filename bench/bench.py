@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from torch_reference import OfficialCodeError, check_presets, parse_sources
+from torch_reference import OfficialCodeError, check_presets, frame_size, parse_sources
 
 from human3r_jax.allocator import retain_freed_memory
 from human3r_jax.config import CUT3R_PRESETS, HUMAN3R_PRESETS
@@ -179,7 +179,7 @@ def reference_columns(r: dict) -> tuple[str, str, str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", nargs="+", default=["cut3r_512_dpt_4_64"], choices=PRESET_NAMES)
-    p.add_argument("--size", default="512x288", help="WxH (multiples of 16)")
+    p.add_argument("--size", default="512x288", type=frame_size, help="WxH (multiples of 16)")
     p.add_argument("--heads", nargs="+", default=["full", "lean"], choices=["full", "lean"])
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     p.add_argument("--frames", type=int, default=5)

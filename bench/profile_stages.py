@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from torch_reference import frame_size
+
 from human3r_jax.allocator import retain_freed_memory
 from human3r_jax.config import CUT3R_PRESETS, HUMAN3R_PRESETS
 
@@ -108,7 +110,7 @@ def profile(preset: str, size: str, heads: str, dtype: str, frames: int, seed: i
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="human3r_896L", choices=PRESET_NAMES)
-    p.add_argument("--size", default="512x288", help="WxH (multiples of 16)")
+    p.add_argument("--size", default="512x288", type=frame_size, help="WxH (multiples of 16)")
     p.add_argument("--heads", default="full", choices=["full", "lean"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--frames", type=int, default=2)

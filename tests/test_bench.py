@@ -71,6 +71,15 @@ def test_bad_checkout_is_one_line_exit_2(tmp_path, capsys, items, fault):
     assert fault in err[0]
 
 
+@pytest.mark.parametrize("size", ["abc", "512", "512x", "500x288", "512x290", "0x288", "512x288x3"])
+def test_bad_size_is_refused_before_anything_runs(capsys, size):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--json", os.devnull, "--size", size])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --size: expected WxH in pixels, both positive multiples of 16, got {size!r}" in err
+
+
 def test_human3r_preset_needs_dinov2(tmp_path, capsys, no_hub_cache):
     h3r = checkout(tmp_path / "human3r", "human3r")
     rc, err = run_bench(capsys, "--preset", "human3r_672S", "--against-torch", f"human3r={h3r}")
