@@ -31,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-from torch_reference import OfficialCodeError, check_presets, frame_size, parse_sources
+from options import count, frame_size, json_path
+from torch_reference import OfficialCodeError, check_presets, parse_sources
 
 from human3r_jax.allocator import retain_freed_memory
 from human3r_jax.config import CUT3R_PRESETS, HUMAN3R_PRESETS
@@ -182,9 +183,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="512x288", type=frame_size, help="WxH (multiples of 16)")
     p.add_argument("--heads", nargs="+", default=["full", "lean"], choices=["full", "lean"])
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
-    p.add_argument("--frames", type=int, default=5)
+    p.add_argument("--frames", type=count, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=Path("bench/results/bench.json"))
+    p.add_argument("--json", type=json_path, default=Path("bench/results/bench.json"))
     p.add_argument(
         "--against-torch",
         nargs="+",

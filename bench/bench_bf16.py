@@ -35,6 +35,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from options import json_path
 
 from human3r_jax import checkpoint as ckpt
 from human3r_jax import parity, runtime
@@ -403,7 +404,7 @@ def main(argv=None) -> int:
     p.add_argument("--full", type=_preset, metavar="PRESET", help="also random weights of this preset (human3r_672S)")
     p.add_argument("--size", type=_size, default=(512, 288), help="WxH for --full (default 512x288)")
     p.add_argument("--frames", type=int, choices=range(2, 9), default=3, metavar="2..8", help="frames for --full")
-    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "bf16.json")
+    p.add_argument("--json", type=json_path, default=REPO / "bench" / "results" / "bf16.json")
     args = p.parse_args(argv)
 
     results = {}

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from options import json_path
+
 GB = 2**30
 
 
@@ -40,7 +42,7 @@ def parse(argv):
     p.add_argument("--devices", default="1,2,4,8", help="device counts (each divides --batch)")
     p.add_argument("--compile", action="store_true", help="also compile the step at each device count")
     p.add_argument("--smplx", help="SMPLX_NEUTRAL.npz or its folder (for --compile; default: a synthetic one)")
-    p.add_argument("--json", type=Path, default=Path("bench/results/fsdp_memory.json"))
+    p.add_argument("--json", type=json_path, default=Path("bench/results/fsdp_memory.json"))
     return p.parse_args(argv)
 
 

@@ -17,6 +17,8 @@ import resource
 import tempfile
 from pathlib import Path
 
+from options import json_path
+
 
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -25,7 +27,7 @@ def peak_mb() -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=300)
-    p.add_argument("--json", type=Path, default=Path("bench/results/memory.json"))
+    p.add_argument("--json", type=json_path, default=Path("bench/results/memory.json"))
     args = p.parse_args(argv)
 
     import av

@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from torch_reference import OPTION, PRESETS, OfficialCodeError, check_presets, frame_size, parse_sources
+from options import count, frame_size, json_path
+from torch_reference import OPTION, PRESETS, OfficialCodeError, check_presets, parse_sources
 
 from human3r_jax.allocator import retain_freed_memory
 
@@ -159,10 +160,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="cut3r_512_dpt_4_64", choices=[k for k, v in PRESETS.items() if v[0] == "cut3r"])
     p.add_argument("--size", default="512x288", type=frame_size, help="WxH (multiples of 16)")
-    p.add_argument("--repeats", type=lambda v: max(1, int(v)), default=5, help="timed calls per module (at least 1)")
+    p.add_argument("--repeats", type=count, default=5, help="timed calls per module")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(OPTION, nargs="+", metavar="NAME=PATH", required=True, help="cut3r=CUT3R_CHECKOUT")
-    p.add_argument("--json", type=Path, default=Path("bench/results/modules.json"))
+    p.add_argument("--json", type=json_path, default=Path("bench/results/modules.json"))
     args = p.parse_args(argv)
     try:
         sources = parse_sources(args.against_torch)

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from torch_reference import frame_size
+from options import count, frame_size, json_path
 
 from human3r_jax.allocator import retain_freed_memory
 from human3r_jax.config import CUT3R_PRESETS, HUMAN3R_PRESETS
@@ -113,10 +113,10 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="512x288", type=frame_size, help="WxH (multiples of 16)")
     p.add_argument("--heads", default="full", choices=["full", "lean"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--frames", type=int, default=2)
+    p.add_argument("--frames", type=count, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=0, help="also list the N most expensive operations")
-    p.add_argument("--json", type=Path, default=Path("bench/results/stages.json"))
+    p.add_argument("--json", type=json_path, default=Path("bench/results/stages.json"))
     args = p.parse_args(argv)
     retain_freed_memory()  # as the CLI does (human3r_jax/allocator.py)
     res = profile(args.preset, args.size, args.heads, args.dtype, args.frames, args.seed, args.top)

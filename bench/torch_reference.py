@@ -41,6 +41,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+from options import count, frame_size
 
 from human3r_jax.errors import Human3rError
 
@@ -99,14 +100,6 @@ class OfficialCodeError(Human3rError):
 
 
 # ------------------------------------------------------------------ options (no torch needed)
-
-
-def frame_size(text: str) -> str:
-    """argparse type of --size: WxH, both positive multiples of 16 (the patch size)."""
-    w, sep, h = text.partition("x")
-    if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0 and int(w) % 16 == int(h) % 16 == 0):
-        raise argparse.ArgumentTypeError(f"expected WxH in pixels, both positive multiples of 16, got {text!r}")
-    return text
 
 
 def parse_sources(items: list[str]) -> dict[str, Path]:
@@ -419,7 +412,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", required=True, choices=sorted(PRESETS))
     p.add_argument("--size", default="512x288", type=frame_size, help="WxH (multiples of 16)")
-    p.add_argument("--frames", type=int, default=5)
+    p.add_argument("--frames", type=count, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--humans", type=int, default=16, help="detections on the first frame (Human3R)")
     for name in SOURCES:

@@ -80,6 +80,21 @@ def test_bad_size_is_refused_before_anything_runs(capsys, size):
     assert f"argument --size: expected WxH in pixels, both positive multiples of 16, got {size!r}" in err
 
 
+@pytest.mark.parametrize(
+    "option, value, fault",
+    [
+        ("--frames", "0", "argument --frames: expected a whole number of at least 1, got '0'"),
+        ("--frames", "nan", "argument --frames: expected a whole number of at least 1, got 'nan'"),
+        ("--json", "{tmp}", "argument --json: {tmp} is a folder; give a file name for the JSON"),
+    ],
+)
+def test_bad_count_or_json_path_is_refused_before_anything_runs(tmp_path, capsys, option, value, fault):
+    with pytest.raises(SystemExit) as e:
+        bench.main([option, value.format(tmp=tmp_path)])
+    assert e.value.code == 2
+    assert fault.format(tmp=tmp_path) in capsys.readouterr().err
+
+
 def test_human3r_preset_needs_dinov2(tmp_path, capsys, no_hub_cache):
     h3r = checkout(tmp_path / "human3r", "human3r")
     rc, err = run_bench(capsys, "--preset", "human3r_672S", "--against-torch", f"human3r={h3r}")

@@ -19,6 +19,7 @@ from conftest import ROOT, shared_path
 
 @pytest.fixture(scope="module")
 def bench():
+    sys.path.insert(0, str(ROOT / "bench"))  # its sibling modules (options)
     spec = importlib.util.spec_from_file_location("bench_bf16", ROOT / "bench" / "bench_bf16.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # its dataclass looks its module up there
