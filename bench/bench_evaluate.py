@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from options import json_path
+from options import count, json_path
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="human3r_tiny")
     p.add_argument("--dataset", default="emdb1", choices=["3dpw", "emdb1", "emdb2", "rich"])
-    p.add_argument("--frames", type=int, default=20, help="frames per sequence")
+    p.add_argument("--frames", type=count, default=20, help="frames per sequence")
     p.add_argument("--smplx", type=Path, required=True, help="folder holding smplx/SMPLX_NEUTRAL.npz")
     p.add_argument("--json", type=json_path, default=Path("bench/results/evaluate.json"))
     args = p.parse_args(argv)

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from options import json_path
+from options import count, frame_size, json_path
 
 GB = 2**30
 
@@ -33,10 +33,10 @@ GB = 2**30
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="human3r_896L")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--views", type=int, default=4)
-    p.add_argument("--size", default="512x288", help="WxH of the step's batch")
-    p.add_argument("--humans", type=int, default=10, help="slots per view (official 10)")
+    p.add_argument("--batch", type=count, default=8)
+    p.add_argument("--views", type=count, default=4)
+    p.add_argument("--size", default="512x288", type=frame_size, help="WxH of the step's batch")
+    p.add_argument("--humans", type=count, default=10, help="slots per view (official 10)")
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     p.add_argument("--no-remat", dest="remat", action="store_false")
     p.add_argument("--devices", default="1,2,4,8", help="device counts (each divides --batch)")

@@ -17,7 +17,7 @@ import resource
 import tempfile
 from pathlib import Path
 
-from options import json_path
+from options import count, json_path
 
 
 def peak_mb() -> float:
@@ -26,7 +26,7 @@ def peak_mb() -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--frames", type=count, default=300)
     p.add_argument("--json", type=json_path, default=Path("bench/results/memory.json"))
     args = p.parse_args(argv)
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from options import json_path
+from options import count, json_path
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.mp4"
 
@@ -24,7 +24,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.mp4"
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="cut3r_512_dpt_4_64")
-    p.add_argument("--frames", type=int, default=6)
+    p.add_argument("--frames", type=count, default=6)
     p.add_argument("--json", type=json_path, default=Path("bench/results/reconstruct.json"))
     args = p.parse_args(argv)
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from options import count, frame_size, json_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,16 +85,16 @@ def peak_device_bytes(device) -> int | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="human3r_tiny")
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--views", type=int, default=4)
-    ap.add_argument("--size", default="64x48", help="WxH")
-    ap.add_argument("--humans", type=int, default=4, help="slots per view (official 10)")
+    ap.add_argument("--batch", type=count, default=2)
+    ap.add_argument("--views", type=count, default=4)
+    ap.add_argument("--size", default="64x48", type=frame_size, help="WxH")
+    ap.add_argument("--humans", type=count, default=4, help="slots per view (official 10)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--remat", action="store_true")
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=count, default=5)
     ap.add_argument("--smplx")
     ap.add_argument("--pipeline", metavar="DATA_ROOT", help="also time the tf.data pipeline on this dataset")
-    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--json", type=json_path, help="write the results here")
     args = ap.parse_args()
     # Everything the benchmark writes (synthetic SMPL-X, data, workdir) lives here and goes with it.
     with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:

@@ -95,6 +95,28 @@ def test_bad_count_or_json_path_is_refused_before_anything_runs(tmp_path, capsys
     assert fault.format(tmp=tmp_path) in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "script, option, value, fault",
+    [
+        ("bench_evaluate.py", "--frames", "0", "expected a whole number of at least 1, got '0'"),
+        ("bench_memory.py", "--frames", "-3", "expected a whole number of at least 1, got '-3'"),
+        ("bench_reconstruct.py", "--frames", "nan", "expected a whole number of at least 1, got 'nan'"),
+        ("bench_train.py", "--steps", "0", "expected a whole number of at least 1, got '0'"),
+        ("bench_train.py", "--size", "64x50", "expected WxH in pixels, both positive multiples of 16, got '64x50'"),
+        ("bench_train.py", "--json", "{tmp}", "{tmp} is a folder; give a file name for the JSON"),
+        ("bench_fsdp_memory.py", "--batch", "0", "expected a whole number of at least 1, got '0'"),
+        ("bench_fsdp_memory.py", "--size", "abc", "expected WxH in pixels, both positive multiples of 16, got 'abc'"),
+    ],
+)
+def test_other_bench_scripts_refuse_bad_values_before_anything_runs(tmp_path, script, option, value, fault):
+    argv = [option, value.format(tmp=tmp_path)]
+    if script == "bench_evaluate.py":
+        argv += ["--smplx", str(tmp_path)]
+    proc = subprocess.run([sys.executable, str(BENCH / script), *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert f"argument {option}: {fault.format(tmp=tmp_path)}" in proc.stderr
+
+
 def test_human3r_preset_needs_dinov2(tmp_path, capsys, no_hub_cache):
     h3r = checkout(tmp_path / "human3r", "human3r")
     rc, err = run_bench(capsys, "--preset", "human3r_672S", "--against-torch", f"human3r={h3r}")
